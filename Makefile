@@ -1,0 +1,53 @@
+# emoloop: every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_DIR := protos/emoloop/v1
+PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
+GENERATED := $(PROTOS:.proto=_pb2.py)
+TEXT ?= Hi
+
+.PHONY: setup protos lint format test demo bench train-policy clean
+
+setup: $(STAMP) $(GENERATED)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Generated gRPC code lives beside the .proto files (importable as emoloop.v1) and is not committed.
+protos: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos \
+		--grpc_python_out=protos $(PROTOS)
+
+$(GENERATED) &: $(PROTOS) $(STAMP)
+	$(MAKE) protos
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd protos && ../$(BIN)/buf lint
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: setup
+	$(BIN)/python -m pytest
+
+train-policy: setup
+	$(BIN)/python -m emoloop.training.train_policy
+
+demo: setup
+	@echo "make demo arrives with the audio client (issue 5)"; exit 1
+
+bench: setup
+	@echo "make bench arrives with the benchmarks (issue 6)"; exit 1
+
+clean:
+	rm -rf $(VENV) $(PROTO_DIR)/*_pb2*.py $(PROTO_DIR)/*_pb2*.pyi

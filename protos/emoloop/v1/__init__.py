@@ -1,0 +1,1 @@
+"""Generated gRPC code for the emoloop.v1 protos (run `make protos`)."""

@@ -1,0 +1,31 @@
+"""Shared fixtures: services started in-process on ephemeral ports, called through real gRPC channels."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS
+from emoloop.services.policy.servicer import PolicyServicer
+from emoloop.services.server import ServerSettings, Servicer, start_server
+
+
+@contextlib.contextmanager
+def serving(*servicers: Servicer, **settings: object) -> Iterator[grpc.Channel]:
+    """Start the servicers on 127.0.0.1 with a free port; yield a channel to them; stop on exit."""
+    running = start_server(ServerSettings(name="test", port=0, **settings), list(servicers))
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        yield channel
+    finally:
+        channel.close()
+        running.stop(0)
+
+
+@pytest.fixture(scope="module")
+def policy_channel() -> Iterator[grpc.Channel]:
+    with serving(PolicyServicer(DEFAULT_WEIGHTS, DEFAULT_RULES, DEFAULT_OVERRIDES)) as channel:
+        yield channel

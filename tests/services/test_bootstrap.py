@@ -1,0 +1,126 @@
+"""The shared server bootstrap: health, reflection, binding rules, tokens, and the placeholder services."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from emoloop.services.ser.servicer import SerServicer
+from emoloop.services.server import ServerSettings, start_server
+from emoloop.services.synthesis.servicer import SynthesisServicer
+from emoloop.v1 import ser_pb2, ser_pb2_grpc, synthesis_pb2, synthesis_pb2_grpc
+from tests.conftest import serving
+
+Status = health_pb2.HealthCheckResponse
+
+
+def health_of(channel: grpc.Channel, service: str = "") -> int:
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+class SlowLoadingServicer(SerServicer):
+    """A servicer whose model 'loads' until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        self.release.wait(10)
+
+
+def test_health_says_not_serving_until_the_model_is_loaded() -> None:
+    servicer = SlowLoadingServicer()
+    running = start_server(ServerSettings(name="test", port=0), [servicer], load=False)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        loader = threading.Thread(target=running.load)
+        loader.start()
+        assert health_of(channel) == Status.NOT_SERVING
+        assert health_of(channel, servicer.service_name) == Status.NOT_SERVING
+        servicer.release.set()
+        loader.join(5)
+        assert health_of(channel) == Status.SERVING
+        assert health_of(channel, servicer.service_name) == Status.SERVING
+    finally:
+        channel.close()
+        running.stop(0)
+
+
+def test_reflection_lets_any_tool_discover_the_services(policy_channel: grpc.Channel) -> None:
+    database = ProtoReflectionDescriptorDatabase(policy_channel)
+    services = set(database.get_services())
+    assert {"emoloop.v1.PolicyService", "grpc.health.v1.Health"} <= services
+    method = database.FindFileContainingSymbol("emoloop.v1.PolicyService")
+    assert method.name == "emoloop/v1/policy.proto"
+
+
+def test_a_non_loopback_address_is_refused_without_tls_and_a_token() -> None:
+    with pytest.raises(ValueError, match="needs --tls-cert, --tls-key and --token"):
+        start_server(ServerSettings(name="test", host="0.0.0.0", port=0), [SerServicer()])
+
+
+def test_with_a_token_calls_must_carry_it_but_health_needs_none() -> None:
+    with serving(SerServicer(), token="s3cret") as channel:
+        assert health_of(channel) == Status.SERVING
+        stub = ser_pb2_grpc.EmotionRecognitionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Recognize(ser_pb2.RecognizeRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Recognize(ser_pb2.RecognizeRequest(), timeout=5, metadata=[("authorization", "Bearer s3cret")])
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # authenticated, reaches the servicer
+
+
+def test_ser_and_synthesis_placeholders_serve_health_and_answer_unimplemented() -> None:
+    with serving(SerServicer(), SynthesisServicer()) as channel:
+        assert health_of(channel, "emoloop.v1.EmotionRecognitionService") == Status.SERVING
+        assert health_of(channel, "emoloop.v1.SynthesisService") == Status.SERVING
+        calls = [
+            lambda: ser_pb2_grpc.EmotionRecognitionServiceStub(channel).Recognize(
+                ser_pb2.RecognizeRequest(), timeout=5
+            ),
+            lambda: synthesis_pb2_grpc.SynthesisServiceStub(channel).Synthesize(
+                synthesis_pb2.SynthesizeRequest(text="hi"), timeout=5
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_an_unknown_service_is_not_found_by_health(policy_channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        health_of(policy_channel, "emoloop.v1.NoSuchService")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("service", ["ser", "policy", "synthesis"])
+def test_every_service_explains_itself_with_help(service: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", f"emoloop.services.{service}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "--port" in result.stdout and "--host" in result.stdout and "127.0.0.1" in result.stdout
+
+
+def test_a_bad_overrides_file_stops_the_policy_service_at_start_naming_the_key(tmp_path) -> None:
+    bad = tmp_path / "overrides.toml"
+    bad.write_text('[[rule]]\nname = "x"\nrespond = "furious"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "emoloop.services.policy", "--port", "0", "--overrides", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "rule[0].respond" in result.stderr and "Traceback" not in result.stderr
