@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -124,3 +126,34 @@ def test_a_bad_overrides_file_stops_the_policy_service_at_start_naming_the_key(t
     )
     assert result.returncode == 1
     assert "rule[0].respond" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_on_shutdown_a_live_stream_gets_its_grace_period_and_new_calls_are_refused() -> None:
+    from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS
+    from emoloop.services.policy.servicer import PolicyServicer
+    from emoloop.v1 import policy_pb2, policy_pb2_grpc
+    from tests.services.test_policy_service import stats
+
+    running = start_server(
+        ServerSettings(name="test", port=0), [PolicyServicer(DEFAULT_WEIGHTS, DEFAULT_RULES, DEFAULT_OVERRIDES)]
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    requests: queue.Queue = queue.Queue()
+    observation = policy_pb2.StreamingDecideRequest(
+        observation=policy_pb2.TurnObservation(statistics=stats("sad", 0.9))
+    )
+    requests.put(policy_pb2.StreamingDecideRequest(config=policy_pb2.PolicySessionConfig()))
+    requests.put(observation)
+    responses = policy_pb2_grpc.PolicyServiceStub(channel).StreamingDecide(iter(requests.get, None), timeout=10)
+    assert next(responses).turn_index == 0
+    stopper = threading.Thread(target=running.stop, args=(3.0,))
+    stopper.start()
+    time.sleep(0.3)
+    requests.put(observation)  # the stream that was live before shutdown is still answered ...
+    assert next(responses).turn_index == 1
+    requests.put(None)
+    assert list(responses) == []
+    stopper.join(5)
+    with pytest.raises(grpc.RpcError):  # ... while the stopped server takes no new call
+        health_of(channel)
+    channel.close()
