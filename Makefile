@@ -15,8 +15,10 @@ setup: $(STAMP) $(GENERATED)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# torch goes in first, pinned to the CPU build; the project's `torch>=...` bound is then already met.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
