@@ -15,8 +15,10 @@ setup: $(STAMP) $(GENERATED)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch goes in first, pinned to the CPU build; the project's `torch>=...` bound is then already met.
+# System audio packages where the machine allows (PortAudio, and JACK for the device tests); then torch,
+# pinned to the CPU build, so that the project's `torch>=...` bound is already met; then the project.
 $(STAMP): pyproject.toml | $(BIN)/python
+	bash .ci/audio-setup.sh
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
