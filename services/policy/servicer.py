@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 
-from emoloop.models.policy import Decision, Policy, PolicyInput
+from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS, Decision, Policy, PolicyInput
 from emoloop.services.convert import array_to_scores, check_text, emotion_name, emotion_value, scores_to_array
 from emoloop.services.server import InvalidArgument, Unavailable, rpc_errors
 from emoloop.v1 import common_pb2, policy_pb2, policy_pb2_grpc
@@ -117,3 +117,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             personas=[policy_pb2.Persona(name=n, description=policy.descriptions.get(n, "")) for n in policy.personas],
             default_persona=policy.default_persona,
         )
+
+
+def default_servicer() -> PolicyServicer:
+    """The policy with the shipped weights, rules and overrides."""
+    return PolicyServicer(DEFAULT_WEIGHTS, DEFAULT_RULES, DEFAULT_OVERRIDES)

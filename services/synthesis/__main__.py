@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from emoloop.models.tts import ENGINES
 from emoloop.services.server import add_server_arguments, serve, settings_from_args
 from emoloop.services.synthesis.servicer import SynthesisServicer
 
@@ -15,8 +18,32 @@ def main(argv: list[str] | None = None) -> int:
         description="emoloop synthesis service: speaks text with an emotion (gRPC emoloop.v1.SynthesisService).",
     )
     add_server_arguments(parser, "synthesis")
+    parser.add_argument(
+        "--engines",
+        default=os.environ.get("EMOLOOP_SYNTHESIS_ENGINES", "piper,espeak"),
+        help=f"comma-separated engines to load, from {', '.join(ENGINES)} (default piper,espeak; "
+        "env EMOLOOP_SYNTHESIS_ENGINES); kokoro needs `make kokoro` first",
+    )
+    parser.add_argument(
+        "--default-engine",
+        default=os.environ.get("EMOLOOP_SYNTHESIS_DEFAULT_ENGINE", "piper"),
+        help="engine used when a request names none (default piper; falls back to the first that loads)",
+    )
+    parser.add_argument(
+        "--piper-voice",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.onnx",
+        help="load another Piper voice (its .onnx.json beside it); repeatable",
+    )
     args = parser.parse_args(argv)
-    return serve(settings_from_args("synthesis", args), [SynthesisServicer()])
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        parser.error(f"--engines: unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+    servicer = SynthesisServicer(engines, args.default_engine, {"piper": {"voice_files": args.piper_voice}})
+    return serve(settings_from_args("synthesis", args), [servicer])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,9 @@
 """Endpointing: Silero VAD speech probabilities become one start and one end event per spoken utterance.
 
-Speech is synthesised offline with the espeak-ng library shipped by the `espeakng-loader` wheel (driven via
-ctypes), so the model hears real phonetic structure, not tones.
+Speech is synthesised offline with the espeak-ng library shipped by the `espeakng-loader` wheel (through the
+project's own binding), so the model hears real phonetic structure, not tones.
 """
 
-import ctypes
 import dataclasses
 import itertools
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emoloop.models.audio import resample
+from emoloop.models.tts import espeak_lib
 from emoloop.models.vad import (
     BLOCK_SAMPLES,
     SAMPLE_RATE,
@@ -25,8 +26,6 @@ from emoloop.models.vad import (
 
 BOUND_TOLERANCE_MS = 150
 SPEECH_LEVEL = 0.01  # |sample| above this (-40 dBFS) counts as the true extent of the synthesised speech
-AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT
-POS_CHARACTER = 1  # espeak_POSITION_TYPE
 
 
 def silence(seconds: float) -> np.ndarray:
@@ -34,35 +33,14 @@ def silence(seconds: float) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def espeak() -> ctypes.CDLL:
-    loader = pytest.importorskip("espeakng_loader", reason="espeakng-loader (espeak-ng library + data) not installed")
-    lib = ctypes.CDLL(loader.get_library_path())
-    rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, loader.get_data_path().encode(), 0)
-    if rate <= 0 or lib.espeak_SetVoiceByName(b"en") != 0:
-        pytest.skip("espeak-ng failed to initialise from the espeakng-loader data")
-    lib.sample_rate = rate
-    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint]
-    lib.espeak_Synth.argtypes += [ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
-    return lib
+def espeak():
+    """The project's espeak-ng binding: the library has global state, so there must be only one."""
+    return espeak_lib.espeak()
 
 
-def synthesise(lib: ctypes.CDLL, text: str) -> np.ndarray:
+def synthesise(engine, text: str) -> np.ndarray:
     """Speak `text` with espeak-ng, resample to 16 kHz and trim to the samples above SPEECH_LEVEL."""
-    chunks: list[np.ndarray] = []
-
-    @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-    def collect(wav, count, events):
-        if count > 0:
-            chunks.append(np.ctypeslib.as_array(wav, (count,)).copy())
-        return 0
-
-    lib.espeak_SetSynthCallback(collect)
-    data = text.encode()
-    assert lib.espeak_Synth(data, len(data) + 1, 0, POS_CHARACTER, 0, 0, None, None) == 0
-    lib.espeak_Synchronize()
-    native = np.concatenate(chunks).astype(np.float32) / 32768
-    times = np.arange(round(native.size * SAMPLE_RATE / lib.sample_rate)) / SAMPLE_RATE
-    speech = np.interp(times, np.arange(native.size) / lib.sample_rate, native).astype(np.float32)
+    speech = resample(engine.synthesize(text, "en-us", {}), engine.sample_rate_hz, SAMPLE_RATE)
     loud = np.flatnonzero(np.abs(speech) > SPEECH_LEVEL)
     return speech[loud[0] : loud[-1] + 1]
 

@@ -15,8 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.services.server import ServerSettings, start_server
-from emoloop.services.synthesis.servicer import SynthesisServicer
-from emoloop.v1 import ser_pb2, ser_pb2_grpc, synthesis_pb2, synthesis_pb2_grpc
+from emoloop.v1 import ser_pb2, ser_pb2_grpc
 from tests.conftest import serving
 
 Status = health_pb2.HealthCheckResponse
@@ -79,22 +78,12 @@ def test_with_a_token_calls_must_carry_it_but_health_needs_none() -> None:
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # authenticated, reaches the servicer
 
 
-def test_ser_and_synthesis_placeholders_serve_health_and_answer_unimplemented() -> None:
-    with serving(SerServicer(), SynthesisServicer()) as channel:
+def test_the_ser_placeholder_serves_health_and_answers_unimplemented() -> None:
+    with serving(SerServicer()) as channel:
         assert health_of(channel, "emoloop.v1.EmotionRecognitionService") == Status.SERVING
-        assert health_of(channel, "emoloop.v1.SynthesisService") == Status.SERVING
-        calls = [
-            lambda: ser_pb2_grpc.EmotionRecognitionServiceStub(channel).Recognize(
-                ser_pb2.RecognizeRequest(), timeout=5
-            ),
-            lambda: synthesis_pb2_grpc.SynthesisServiceStub(channel).Synthesize(
-                synthesis_pb2.SynthesizeRequest(text="hi"), timeout=5
-            ),
-        ]
-        for call in calls:
-            with pytest.raises(grpc.RpcError) as caught:
-                call()
-            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as caught:
+            ser_pb2_grpc.EmotionRecognitionServiceStub(channel).Recognize(ser_pb2.RecognizeRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_an_unknown_service_is_not_found_by_health(policy_channel: grpc.Channel) -> None:

@@ -1,0 +1,181 @@
+"""F0 level, range and jitter edits with the WORLD vocoder (pyworld), block by block.
+
+VITS voices have no pitch input, so emotional pitch is put on the decoded waveform:
+F0 is tracked with YIN, WORLD's CheapTrick and D4C take the spectral envelope and
+aperiodicity, and WORLD resynthesises with the edited F0 contour, which keeps formants
+(timbre) in place. A stream is handled in blocks; each block is analysed with real
+audio on both sides and neighbouring blocks are cross-faded, so there are no seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyworld
+from scipy.signal import medfilt
+
+FRAME_SAMPLES = 128  # WORLD analysis hop: ~5.8 ms at 22.05 kHz
+F0_FLOOR_HZ = 50.0  # speech F0 search range, low and high voices alike
+F0_CEIL_HZ = 400.0
+YIN_THRESHOLD = 0.1  # the paper's absolute threshold for picking the period
+VOICING_THRESHOLD = 0.25  # frames less periodic than this are unvoiced
+
+
+@dataclass(frozen=True)
+class F0Edit:
+    """Map F0 in semitones around `center_hz`: s -> s * range_ratio + shift + jitter noise."""
+
+    center_hz: float
+    shift_semitones: float = 0.0
+    range_ratio: float = 1.0
+    jitter_semitones: float = 0.0
+
+    def apply(self, f0: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Edited copy of an F0 contour in Hz; unvoiced frames (0 Hz) stay unvoiced."""
+        edited = f0.copy()
+        voiced = f0 > 0
+        semitones = 12.0 * np.log2(f0[voiced] / self.center_hz)
+        semitones = semitones * self.range_ratio + self.shift_semitones
+        if self.jitter_semitones:
+            semitones += self.jitter_semitones * rng.standard_normal(semitones.size)
+        edited[voiced] = self.center_hz * 2.0 ** (semitones / 12.0)
+        return edited
+
+
+def _frame_period_ms(sample_rate_hz: int) -> float:
+    return 1000.0 * FRAME_SAMPLES / sample_rate_hz
+
+
+def _normalised_difference(x: np.ndarray, tau_max: int) -> np.ndarray:
+    """YIN's cumulative-mean-normalised difference d'(tau), one row per WORLD frame.
+
+    Frames are centred on multiples of FRAME_SAMPLES (as WORLD's are); the difference
+    sum(x[j] - x[j + tau])^2 is expanded into energies and a cross-correlation (FFT).
+    """
+    length = 2 ** int(np.ceil(np.log2(2 * tau_max + 1)))
+    width = length - tau_max  # integration window
+    padded = np.pad(x, length // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[::FRAME_SAMPLES]
+    frames = frames[: x.size // FRAME_SAMPLES + 1]
+    spectrum = np.conj(np.fft.rfft(frames[:, :width], 2 * length))
+    cross = np.fft.irfft(spectrum * np.fft.rfft(frames, 2 * length))[:, : tau_max + 1]
+    energy = np.cumsum(np.pad(frames**2, ((0, 0), (1, 0))), axis=1)
+    shifted = energy[:, width : width + tau_max + 1] - energy[:, : tau_max + 1]
+    difference = np.maximum(energy[:, width : width + 1] + shifted - 2 * cross, 0.0)
+    normalised = np.ones_like(difference)
+    running_mean = np.cumsum(difference[:, 1:], axis=1) / np.arange(1, tau_max + 1)
+    normalised[:, 1:] = difference[:, 1:] / np.maximum(running_mean, 1e-12)
+    return normalised
+
+
+def _yin(x: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
+    """YIN (de Cheveigné & Kawahara 2002): F0 per frame and its aperiodicity d'(lag),
+    near 0 for periodic frames and near 1 for noise.
+
+    Used instead of WORLD's DIO, which on low voices with a weak fundamental (joe, ~90 Hz)
+    reports an octave too high on ~75% of frames against pYIN; after the median filter in
+    estimate_f0, this YIN is within a semitone of pYIN on ~98% of frames both call voiced.
+    """
+    tau_min = int(sample_rate_hz / F0_CEIL_HZ)
+    tau_max = int(np.ceil(sample_rate_hz / F0_FLOOR_HZ))
+    # The searched lags, plus one on either side for the trough tests.
+    band = _normalised_difference(x, tau_max)[:, tau_min - 1 :]
+    inner = band[:, 1:-1]
+    trough = (inner <= band[:, :-2]) & (inner < band[:, 2:])
+    # The first trough under the threshold, else the deepest point.
+    below = trough & (inner < YIN_THRESHOLD)
+    lag = np.where(below.any(axis=1), below.argmax(axis=1), inner.argmin(axis=1))
+    rows = np.arange(lag.size)
+    left, mid, right = band[rows, lag], band[rows, lag + 1], band[rows, lag + 2]
+    # Parabolic interpolation for a sub-sample period.
+    curvature = left - 2 * mid + right
+    offset = np.divide(0.5 * (left - right), curvature, out=np.zeros_like(mid), where=np.abs(curvature) > 1e-12)
+    return sample_rate_hz / (tau_min + lag + np.clip(offset, -1.0, 1.0)), mid
+
+
+def estimate_f0(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """F0 per WORLD frame in Hz, 0 where unvoiced (YIN aperiodicity above the threshold)."""
+    f0, aperiodicity = _yin(samples.astype(np.float64), sample_rate_hz)
+    f0 = np.where(aperiodicity < VOICING_THRESHOLD, f0, 0.0)
+    # A 5-frame median over voiced frames removes isolated octave jumps, which the F0
+    # edit would otherwise turn into audible warbles.
+    voiced = f0 > 0
+    if voiced.sum() >= 5:
+        f0[voiced] = medfilt(f0[voiced], 5)
+    return f0
+
+
+def resynthesize(samples: np.ndarray, sample_rate_hz: int, edit: F0Edit, rng: np.random.Generator) -> np.ndarray:
+    """WORLD analysis, F0 edit, synthesis; same length as the input."""
+    x = samples.astype(np.float64)
+    period = _frame_period_ms(sample_rate_hz)
+    f0 = estimate_f0(x, sample_rate_hz)
+    times = np.arange(f0.size) * period / 1000.0
+    envelope = pyworld.cheaptrick(x, f0, times, sample_rate_hz)
+    aperiodicity = pyworld.d4c(x, f0, times, sample_rate_hz)
+    y = pyworld.synthesize(edit.apply(f0, rng), envelope, aperiodicity, sample_rate_hz, period)
+    y = np.pad(y[: x.size], (0, max(0, x.size - y.size)))
+    # WORLD comes out ~12% louder than its input; loudness belongs to volume_ratio alone.
+    energy = float(np.sum(y**2))
+    if energy > 0:
+        y *= np.sqrt(float(np.sum(x**2)) / energy)
+    return y.astype(np.float32)
+
+
+class StreamingPitchShifter:
+    """Applies an F0Edit to consecutive audio blocks.
+
+    Output lags input by `context + crossfade` samples until `flush()`: each block is
+    resynthesised with `context` samples of real audio before and after it (WORLD's
+    analysis windows reach ~3 pitch periods), and the `crossfade` samples beyond the
+    block are blended into the start of the next one.
+    """
+
+    def __init__(
+        self,
+        sample_rate_hz: int,
+        edit: F0Edit,
+        context: int = 1024,
+        crossfade: int = 256,
+        seed: int | None = None,
+    ) -> None:
+        self.sample_rate_hz = sample_rate_hz
+        self.edit = edit
+        self.context = context
+        self.crossfade = crossfade
+        self._rng = np.random.default_rng(seed)
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # stream index of _buffer[0]
+        self._done = 0  # stream index up to which output was returned
+        self._tail = np.zeros(0, np.float32)  # resynthesised audio just past _done
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add input; return the output that is now final (possibly empty)."""
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32)])
+        ready = self._buffer_start + self._buffer.size - self.context - self.crossfade
+        return self._emit(ready, final=False)
+
+    def flush(self) -> np.ndarray:
+        """End of stream: return all remaining output."""
+        return self._emit(self._buffer_start + self._buffer.size, final=True)
+
+    def _emit(self, ready: int, final: bool) -> np.ndarray:
+        if ready <= self._done:
+            return np.zeros(0, np.float32)
+        window_start = max(self._buffer_start, self._done - self.context)
+        window = self._buffer[window_start - self._buffer_start :]
+        y = resynthesize(window, self.sample_rate_hz, self.edit, self._rng)
+        start, stop = self._done - window_start, ready - window_start
+        out = y[start:stop]
+        n = min(self._tail.size, out.size)
+        if n:
+            fade = np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)
+            out[:n] = self._tail[:n] * (1.0 - fade) + out[:n] * fade
+        self._tail = np.zeros(0, np.float32) if final else y[stop : stop + self.crossfade]
+        self._done = ready
+        keep_from = self._done - self.context
+        if keep_from > self._buffer_start:
+            self._buffer = self._buffer[keep_from - self._buffer_start :]
+            self._buffer_start = keep_from
+        return out

@@ -1,0 +1,104 @@
+"""Training and evaluation: speaker-independent splits, honest metrics, and a 2-epoch smoke run."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emoloop.models.emotions import EMOTIONS
+from emoloop.models.features import FeatureExtractor
+from emoloop.models.ser import SerRecognizer, load_checkpoint
+from emoloop.training import evaluate_ser, train_ser
+from emoloop.training.corpora import load_audio
+from emoloop.training.evaluate_ser import compute_metrics
+from emoloop.training.train_ser import class_weights, split_speakers
+from tests.training.synthetic import write_clip
+
+TINY_MODEL = ["--conv-channels", "8", "--lstm-hidden", "8", "--lstm-layers", "1"]
+
+
+def crema_like_corpus(root: Path, speakers: int = 6, per_class: int = 2) -> Path:
+    codes = {"neutral": "NEU", "happy": "HAP", "sad": "SAD", "angry": "ANG", "fearful": "FEA"}
+    for s in range(speakers):
+        for emotion, code in codes.items():
+            for k, sentence in enumerate(("DFA", "IEO", "TIE")[:per_class]):
+                write_clip(root / f"{1001 + s}_{sentence}_{code}_XX.wav", emotion, seed=100 * s + 10 * k)
+    return root
+
+
+def test_speaker_split_is_disjoint_complete_and_reproducible() -> None:
+    speakers = [f"s{i}" for i in range(20)]
+
+    split = split_speakers(speakers, seed=5, val_fraction=0.15, test_fraction=0.15)
+
+    assert set(split) == set(speakers)
+    assert sorted(split.values()).count("test") == 3 and sorted(split.values()).count("val") == 3
+    assert split == split_speakers(list(reversed(speakers)), seed=5, val_fraction=0.15, test_fraction=0.15)
+    assert split != split_speakers(speakers, seed=6, val_fraction=0.15, test_fraction=0.15)
+    with pytest.raises(ValueError, match="at least 3 speakers"):
+        split_speakers(["a", "b", "a"], seed=0, val_fraction=0.2, test_fraction=0.2)
+
+
+def test_class_weights_make_every_present_class_count_the_same() -> None:
+    labels = np.array([0, 0, 0, 2])
+    weights = class_weights(labels).numpy()
+    counts = np.bincount(labels, minlength=len(EMOTIONS))
+    assert weights[0] * counts[0] == pytest.approx(weights[2] * counts[2])
+    assert weights[[1, 3, 4, 5]].tolist() == [0, 0, 0, 0]
+
+
+def test_metrics_report_uar_per_class_figures_and_the_majority_baseline() -> None:
+    # 4 neutral (3 right), 2 sad (both called neutral): accuracy 3/6, UAR (0.75 + 0) / 2.
+    y_true = np.array([0, 0, 0, 0, 3, 3])
+    y_pred = np.array([0, 0, 0, 4, 0, 0])
+
+    m = compute_metrics(y_true, y_pred, majority=0)
+
+    assert m["accuracy"] == pytest.approx(0.5) and m["uar"] == pytest.approx(0.375)
+    assert m["per_class"]["neutral"] == {"precision": 0.6, "recall": 0.75, "f1": pytest.approx(2 / 3), "support": 4}
+    assert m["per_class"]["sad"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 2}  # never predicted
+    assert m["per_class"]["angry"] == {"precision": 0.0, "recall": None, "f1": None, "support": 0}  # absent: not in UAR
+    assert m["majority_baseline"] == {"emotion": "neutral", "accuracy": pytest.approx(4 / 6), "uar": 0.5}
+    assert m["confusion"][3][0] == 2
+
+
+def test_two_epoch_training_writes_checkpoint_report_and_confusion_matrix(tmp_path: Path) -> None:
+    data = crema_like_corpus(tmp_path / "data")
+    out = tmp_path / "ser"
+    args = ["--data", str(data), "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "2"]
+
+    assert train_ser.main([*args, *TINY_MODEL, "--threads", "1", "--device", "cpu"]) == 0
+
+    sidecar = json.loads((out / "ser.json").read_text())
+    assert sidecar["training"]["seed"] == 13 and len(sidecar["training"]["history"]) == 2
+    splits = {name: set(sidecar["data"][name]["speakers"]) for name in ("train", "val", "test")}
+    assert splits["test"] and not splits["test"] & (splits["train"] | splits["val"])
+    assert sidecar["data"]["train"]["emotions"]["calm"] == 0
+    assert set(sidecar["metrics"]) >= {"uar", "macro_f1", "accuracy", "per_class", "majority_baseline"}
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == sum(sidecar["data"]["test"]["emotions"].values())
+    assert "| angry |" in (out / "report.md").read_text()
+    assert (out / "confusion.png").read_bytes().startswith(b"\x89PNG")
+    with open(out / "manifest.csv") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert {r["speaker"] for r in manifest if r["split"] == "test"} == splits["test"]
+    assert load_checkpoint(out / "ser.pt", device="cpu").model.config.lstm_hidden == 8
+
+    other = crema_like_corpus(tmp_path / "other", speakers=2, per_class=1)
+    evaluate_args = ["--checkpoint", str(out / "ser.pt"), "--data", str(other), "--out", str(tmp_path / "ev")]
+    assert evaluate_ser.main([*evaluate_args, "--cache", str(tmp_path / "cache")]) == 0
+    evaluation = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert evaluation["n"] == 10 and evaluation["majority_baseline"]["emotion"] == sidecar["data"]["majority_emotion"]
+    assert (tmp_path / "ev" / "confusion.png").is_file()
+
+    assert evaluate_ser.main([*evaluate_args, "--noise-snr-db", "10", "--out", str(tmp_path / "noisy")]) == 0
+    assert "white noise at 10 dB SNR" in json.loads((tmp_path / "noisy" / "report.json").read_text())["title"]
+
+    features = FeatureExtractor().extract(load_audio(write_clip(tmp_path / "x.wav", "sad", seed=7), 16000))
+    by_onnx = SerRecognizer.load(out / "ser.pt", backend="onnx").recognize(features)
+    by_torch = SerRecognizer.load(out / "ser.pt", backend="torch", device="cpu").recognize(features)
+    np.testing.assert_allclose(by_onnx.probabilities, by_torch.probabilities, atol=1e-4)

@@ -1,0 +1,241 @@
+"""Train the SER model on a corpus with speaker-independent splits.
+
+    python -m emoloop.training.train_ser --data DIR --out models/ser/
+
+Steps: scan the corpus (corpora.py) -> split by speaker (test and validation speakers are never trained
+on; the seed is saved) -> features with FeatureExtractor (cached) -> normaliser fitted on the training
+clips only -> train with AdamW and early stopping on validation UAR -> evaluate the best weights on the
+test speakers. Written to --out: ser.pt + ser.json (the checkpoint and its sidecar), report.md,
+report.json, confusion.png and manifest.csv (every clip with its split).
+
+The loss is class-balanced cross-entropy on the pooled utterance logits plus, weighted by
+--frame-loss-weight, on every valid frame's logits: the frame posteriors are what a stream shows
+between utterances and what the policy's statistics are made of, so they are trained to be right too.
+Training clips are randomly cropped to --max-frames, which bounds memory and acts as augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from emoloop.models.emotions import EMOTIONS
+from emoloop.models.features import FeatureConfig, FeatureNormalizer
+from emoloop.models.ser import SerConfig, SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
+from emoloop.training.corpora import (
+    CORPORA,
+    ManifestRow,
+    cached_features,
+    default_cache_dir,
+    load_corpus,
+    write_manifest,
+)
+from emoloop.training.evaluate_ser import compute_metrics, pad_batch, predict, write_report
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; saved in the sidecar."""
+
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 6
+    max_frames: int = 400
+    frame_loss_weight: float = 0.3
+    grad_clip: float = 5.0
+    seed: int = 13
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+
+def split_speakers(speakers: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, str]:
+    """Speaker -> train/val/test, at least one speaker in each; the same seed gives the same split."""
+    unique = sorted(set(speakers))
+    if len(unique) < 3:
+        raise ValueError(f"need at least 3 speakers for train/val/test splits by speaker, found {len(unique)}")
+    random.Random(seed).shuffle(unique)
+    n_test = max(1, round(test_fraction * len(unique)))
+    n_val = max(1, round(val_fraction * len(unique)))
+    if n_test + n_val >= len(unique):
+        raise ValueError(f"{len(unique)} speakers leave none for training with these fractions")
+    return {s: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, s in enumerate(unique)}
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1 over present classes), so rare emotions count as much as common."""
+    counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / np.count_nonzero(counts), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def random_crop(features: np.ndarray, max_frames: int, rng: np.random.Generator) -> np.ndarray:
+    if len(features) <= max_frames:
+        return features
+    start = int(rng.integers(0, len(features) - max_frames + 1))
+    return features[start : start + max_frames]
+
+
+def train_epoch(
+    model: SerModel,
+    optimizer: torch.optim.Optimizer,
+    features: list[np.ndarray],
+    labels: np.ndarray,
+    weights: torch.Tensor,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> float:
+    """One pass over the (normalised) training clips in random order; returns the mean loss."""
+    model.train()
+    utterance_loss = nn.CrossEntropyLoss(weight=weights.to(device))
+    frame_loss = nn.CrossEntropyLoss(weight=weights.to(device), reduction="none")
+    order = rng.permutation(len(features))
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    total = 0.0
+    progress = tqdm(batches, desc="train", unit="batch", leave=False)
+    for idx in progress:
+        batch, lengths = pad_batch([random_crop(features[i], config.max_frames, rng) for i in idx])
+        batch, lengths, target = batch.to(device), lengths.to(device), torch.from_numpy(labels[idx]).to(device)
+        logits, scores = model.frame_outputs(batch, lengths)
+        loss = utterance_loss(pool(logits, scores, lengths), target)
+        if config.frame_loss_weight > 0:
+            mask = frame_mask(lengths, batch.shape[1])
+            per_frame = frame_loss(logits.transpose(1, 2), target[:, None].expand(-1, batch.shape[1]))
+            loss = loss + config.frame_loss_weight * (per_frame * mask).sum() / mask.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += loss.item() * len(idx)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+    return total / len(features)
+
+
+def fit(
+    model: SerModel,
+    normalizer: FeatureNormalizer,
+    train: tuple[list[np.ndarray], np.ndarray],
+    val: tuple[list[np.ndarray], np.ndarray],
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[SerModel, list[dict[str, float]]]:
+    """Train with early stopping on validation UAR; returns the best model and the per-epoch history."""
+    rng = np.random.default_rng(config.seed)
+    train_features = [normalizer.apply(f) for f in train[0]]
+    weights = class_weights(train[1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best_uar, best_state, since_best, history = -1.0, None, 0, []
+    for epoch in range(1, config.epochs + 1):
+        loss = train_epoch(model, optimizer, train_features, train[1], weights, config, rng, device)
+        predicted = predict(model, normalizer, val[0], device).argmax(axis=1)
+        uar = compute_metrics(val[1], predicted, majority=0)["uar"]
+        history.append({"epoch": epoch, "train_loss": loss, "val_uar": uar})
+        improved = uar > best_uar
+        if improved:
+            best_uar, best_state, since_best = uar, copy.deepcopy(model.state_dict()), 0
+        else:
+            since_best += 1
+        print(f"epoch {epoch}: train loss {loss:.4f}, val UAR {uar:.3f}{' (best)' if improved else ''}")
+        if since_best >= config.patience:
+            print(f"early stop: no better val UAR for {config.patience} epochs")
+            break
+    model.load_state_dict(best_state)
+    return model, history
+
+
+def describe(rows: list[ManifestRow], split: dict[str, str], dropped: Counter[str]) -> dict[str, object]:
+    """The data description stored in the sidecar: corpora, speakers and class counts per split."""
+    out: dict[str, object] = {"corpora": sorted({r.corpus for r in rows}), "dropped": dict(dropped)}
+    for name in SPLITS:
+        part = [r for r in rows if split[r.speaker] == name]
+        counts = Counter(r.emotion for r in part)
+        out[name] = {
+            "speakers": sorted({r.speaker for r in part}),
+            "clips": len(part),
+            "hours": round(sum(r.duration_s for r in part) / 3600, 3),
+            "emotions": {e: counts[e] for e in EMOTIONS},
+        }
+    train_counts = out["train"]["emotions"]
+    out["majority_emotion"] = max(EMOTIONS, key=lambda e: train_counts[e])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = TrainConfig()
+    model_defaults = SerConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m emoloop.training.train_ser",
+        description="Train the CNN-BiLSTM emotion recogniser with speaker-independent splits.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="corpus directory")
+    parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
+    parser.add_argument("--out", type=Path, default=Path("models/ser"), help="output directory")
+    parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+    channels = ",".join(map(str, model_defaults.conv_channels))
+    parser.add_argument("--conv-channels", default=channels, help=f"comma-separated conv widths, default {channels}")
+    parser.add_argument("--lstm-hidden", type=int, default=model_defaults.lstm_hidden, help="units per direction")
+    parser.add_argument("--lstm-layers", type=int, default=model_defaults.lstm_layers)
+    parser.add_argument("--dropout", type=float, default=model_defaults.dropout)
+    args = parser.parse_args(argv)
+
+    config = TrainConfig(**{name: getattr(args, name) for name in asdict(defaults)})
+    model_config = SerConfig(
+        conv_channels=tuple(int(c) for c in args.conv_channels.split(",")),
+        lstm_hidden=args.lstm_hidden,
+        lstm_layers=args.lstm_layers,
+        dropout=args.dropout,
+    )
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+
+    scan = load_corpus(args.data, args.corpus)
+    print(scan.summary())
+    rows = scan.rows
+    split = split_speakers([r.speaker for r in rows], config.seed, config.val_fraction, config.test_fraction)
+    feature_config = FeatureConfig()
+    features = cached_features(rows, feature_config, args.cache)
+    labels = np.array([EMOTIONS.index(r.emotion) for r in rows])
+    parts = {}
+    for name in SPLITS:
+        index = [i for i, r in enumerate(rows) if split[r.speaker] == name]
+        parts[name] = ([features[i] for i in index], labels[index])
+    normalizer = FeatureNormalizer.fit(parts["train"][0])
+
+    model = SerModel(model_config).to(device)
+    print(f"SerModel: {count_parameters(model):,} parameters on {device}")
+    model, history = fit(model, normalizer, parts["train"], parts["val"], config, device)
+
+    data = describe(rows, split, scan.dropped)
+    test_features, test_labels = parts["test"]
+    predicted = predict(model, normalizer, test_features, device).argmax(axis=1)
+    metrics = compute_metrics(test_labels, predicted, EMOTIONS.index(data["majority_emotion"]))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    training = {**asdict(config), "device": str(device), "threads": args.threads, "history": history}
+    save_checkpoint(args.out / "ser.pt", model, normalizer, feature_config, training, data, metrics)
+    write_report(metrics, args.out, f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed})")
+    write_manifest(rows, args.out / "manifest.csv", {"split": [split[r.speaker] for r in rows]})
+    print(f"test UAR {metrics['uar']:.3f} (majority baseline {metrics['majority_baseline']['uar']:.3f}); {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
