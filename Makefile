@@ -8,7 +8,7 @@ PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 TEXT ?= Hi
 
-.PHONY: setup protos lint format test demo bench train-policy train-ser kokoro clean
+.PHONY: setup protos lint format test demo dashboard bench train-policy train-ser kokoro clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -56,11 +56,19 @@ train-ser: setup
 kokoro: setup
 	$(BIN)/python -m emoloop.training.install_kokoro
 
+# The whole loop on a shipped sample: starts the services, runs it, prints each stage, stops them.
 demo: setup
-	@echo "make demo arrives with the audio client (issue 5)"; exit 1
+	$(BIN)/emoloop demo --text "$(TEXT)"
 
+# A live page that follows the turn log: latency against the 120 ms budget, stages, emotions.
+dashboard: setup
+	$(BIN)/streamlit run client/dashboard.py --server.headless true --browser.gatherUsageStats false \
+		-- --log $(or $(LOG),out/turns.csv)
+
+# Benchmarks, appended to bench/results.md (BENCH_ARGS=--quick for a smoke run).
 bench: setup
-	@echo "make bench arrives with the benchmarks (issue 6)"; exit 1
+	$(BIN)/python -m bench.synthesis $(BENCH_ARGS)
+	$(BIN)/python -m bench.ser $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PROTO_DIR)/*_pb2*.py $(PROTO_DIR)/*_pb2*.pyi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -26,6 +27,15 @@ SERVICES = {
 
 class ServiceDown(Exception):
     """A service did not answer, or is not SERVING; the message says which and what to do."""
+
+
+class ServiceFailed(Exception):
+    """A call to a service broke off (the service stopped, restarted or refused); names the service."""
+
+    def __init__(self, service: str, error: grpc.RpcError) -> None:
+        super().__init__(f"the {service} service failed ({error.code().name}: {error.details()})")
+        self.service = service
+        self.code = error.code()
 
 
 def service_address(name: str) -> str:
@@ -62,7 +72,11 @@ def connect(name: str, address: str | None = None, timeout_s: float = 10.0) -> g
     """A channel to a service that is SERVING, waiting up to timeout_s for it to come up and load its model."""
     address = address or service_address(name)
     channel = open_channel(address)
-    status = health(channel, name, timeout_s, wait=True)
+    deadline = time.monotonic() + timeout_s
+    while (status := health(channel, name, max(0.1, deadline - time.monotonic()), wait=True)) == "NOT_SERVING":
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)  # up, still loading its model
     if status != "SERVING":
         channel.close()
         hint = "it is still loading its model" if status == "NOT_SERVING" else "start it with `honcho start`"

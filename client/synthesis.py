@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from emoloop.client.wavio import from_linear16
 from emoloop.v1 import common_pb2, synthesis_pb2, synthesis_pb2_grpc
 
 
@@ -67,7 +68,7 @@ class SynthesisCall:
     def __iter__(self) -> Iterator[SpeechChunk]:
         for response in self._call:
             chunk = response.chunk
-            samples = np.frombuffer(chunk.audio, dtype="<i2").astype(np.float32) / 32768.0
+            samples = from_linear16(chunk.audio)
             rate = response.audio_format.sample_rate_hz
             yield SpeechChunk(
                 samples, rate, chunk.chunk_index, chunk.start_ms, chunk.text, response.is_final, time.perf_counter()

@@ -47,6 +47,10 @@ SIDECAR_FORMAT = 1
 ONNX_OPSET = 17
 
 
+DEFAULT_CHECKPOINT = Path(__file__).parent / "ser" / "ser.pt"
+"""The shipped model, trained by `make train-ser` on emoloop's generated acted-emotion data (see README)."""
+
+
 @dataclass(frozen=True)
 class SerConfig:
     """Shape of a SerModel; stored in the checkpoint sidecar. The defaults give about 3.2 M parameters."""
@@ -283,11 +287,14 @@ def export_onnx(model: SerModel, path: Path | io.BytesIO) -> None:
 
     Uses the TorchScript exporter (`dynamo=False`, deprecated but working in torch 2.13): the torch.export
     exporter (with onnxscript) fixes the outputs' time axis to the example's length for this LSTM. Its
-    warning that an LSTM exported this way may fail at other batch sizes does not apply (the initial states
-    are zeros shaped from the input; the tests run batch 3), so it is silenced.
+    warnings are silenced because none applies: an LSTM exported this way failing at other batch sizes (the
+    initial states are zeros shaped from the input; the tests run batch 3), the tracer freezing the LSTM's
+    input-size checks (the feature size is fixed), and the exporter's own deprecation notices.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
             _Exportable(model),
             (torch.zeros(1, 50, model.config.n_features),),
@@ -511,13 +518,19 @@ class SerStream:
         self._pending = 0
         return FramePosteriors(start_frame=self._frames_seen - newest, probabilities=softmax(logits[-newest:]))
 
-    def finish(self) -> UtteranceResult | None:
-        """The current utterance's result (None if it has no frames); then start a new utterance."""
-        if len(self._utterance) == 0:
-            return None
-        result = self.recognizer.classify(self._utterance)
+    def finish(self, start_frame: int | None = None, end_frame: int | None = None) -> UtteranceResult | None:
+        """Classify the current utterance (None if it has no frames), then start the next one.
+
+        With stream frame indices, only frames start_frame .. end_frame - 1 that are still buffered count (an
+        endpointer's utterance bounds), and frames after end_frame stay buffered for the next utterance.
+        """
+        first = self._frames_seen - len(self._utterance)  # stream index of the oldest buffered frame
+        start = 0 if start_frame is None else max(0, start_frame - first)
+        end = len(self._utterance) if end_frame is None else max(0, min(len(self._utterance), end_frame - first))
+        frames, rest = self._utterance[start:end], self._utterance[end:]
         self.reset()
-        return result
+        self._utterance = rest
+        return self.recognizer.classify(frames) if len(frames) else None
 
     @property
     def frames_seen(self) -> int:

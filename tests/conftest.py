@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS
-from emoloop.services.policy.servicer import PolicyServicer
+from emoloop.services.policy.servicer import default_servicer
 from emoloop.services.server import RunningServer, ServerSettings, Servicer, start_server
 
 
@@ -32,5 +31,5 @@ def serving(*servicers: Servicer, **settings: object) -> Iterator[grpc.Channel]:
 
 @pytest.fixture(scope="module")
 def policy_channel() -> Iterator[grpc.Channel]:
-    with serving(PolicyServicer(DEFAULT_WEIGHTS, DEFAULT_RULES, DEFAULT_OVERRIDES)) as channel:
+    with serving(default_servicer()) as channel:
         yield channel

@@ -11,7 +11,9 @@ report.json, confusion.png and manifest.csv (every clip with its split).
 The loss is class-balanced cross-entropy on the pooled utterance logits plus, weighted by
 --frame-loss-weight, on every valid frame's logits: the frame posteriors are what a stream shows
 between utterances and what the policy's statistics are made of, so they are trained to be right too.
-Training clips are randomly cropped to --max-frames, which bounds memory and acts as augmentation.
+Training clips are randomly cropped to --max-frames, which bounds memory and acts as augmentation. Batches
+hold clips of similar length, all cropped to the batch's shortest (at most --max-frames): on CPU the packed
+BiLSTM runs about 6x faster on equal lengths than on ragged ones (measured, 2 cores), and the crop loses little.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import copy
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,17 +64,33 @@ class TrainConfig:
     test_fraction: float = 0.15
 
 
-def split_speakers(speakers: list[str], seed: int, val_fraction: float, test_fraction: float) -> dict[str, str]:
-    """Speaker -> train/val/test, at least one speaker in each; the same seed gives the same split."""
+def split_speakers(
+    speakers: list[str],
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    test_speakers: Sequence[str] = (),
+) -> dict[str, str]:
+    """Speaker -> train/val/test, at least one speaker in each; the same seed gives the same split.
+
+    `test_speakers`, when given, are the test set (chosen by whoever made the data, e.g. held-out voices);
+    validation speakers are then drawn from the others, `val_fraction` of all speakers.
+    """
     unique = sorted(set(speakers))
     if len(unique) < 3:
         raise ValueError(f"need at least 3 speakers for train/val/test splits by speaker, found {len(unique)}")
-    random.Random(seed).shuffle(unique)
-    n_test = max(1, round(test_fraction * len(unique)))
+    unknown = sorted(set(test_speakers) - set(unique))
+    if unknown:
+        raise ValueError(f"test speaker(s) not in the data: {', '.join(unknown)}")
+    fixed = sorted(set(test_speakers))
+    rest = [s for s in unique if s not in fixed]
+    random.Random(seed).shuffle(rest)
+    n_test = len(fixed) if fixed else max(1, round(test_fraction * len(unique)))
     n_val = max(1, round(val_fraction * len(unique)))
     if n_test + n_val >= len(unique):
         raise ValueError(f"{len(unique)} speakers leave none for training with these fractions")
-    return {s: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, s in enumerate(unique)}
+    order = fixed + rest if fixed else rest
+    return {s: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, s in enumerate(order)}
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -88,6 +107,18 @@ def random_crop(features: np.ndarray, max_frames: int, rng: np.random.Generator)
     return features[start : start + max_frames]
 
 
+def length_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random batches of similar-length clips: shuffle, sort by length within pools of 16 batches, shuffle."""
+    order = rng.permutation(len(lengths))
+    pool_size = 16 * batch_size
+    batches = []
+    for start in range(0, len(order), pool_size):
+        chunk = order[start : start + pool_size]
+        chunk = chunk[np.argsort([lengths[i] for i in chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def train_epoch(
     model: SerModel,
     optimizer: torch.optim.Optimizer,
@@ -102,12 +133,12 @@ def train_epoch(
     model.train()
     utterance_loss = nn.CrossEntropyLoss(weight=weights.to(device))
     frame_loss = nn.CrossEntropyLoss(weight=weights.to(device), reduction="none")
-    order = rng.permutation(len(features))
-    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    batches = length_batches([len(f) for f in features], config.batch_size, rng)
     total = 0.0
     progress = tqdm(batches, desc="train", unit="batch", leave=False)
     for idx in progress:
-        batch, lengths = pad_batch([random_crop(features[i], config.max_frames, rng) for i in idx])
+        crop = min(config.max_frames, min(len(features[i]) for i in idx))
+        batch, lengths = pad_batch([random_crop(features[i], crop, rng) for i in idx])
         batch, lengths, target = batch.to(device), lengths.to(device), torch.from_numpy(labels[idx]).to(device)
         logits, scores = model.frame_outputs(batch, lengths)
         loss = utterance_loss(pool(logits, scores, lengths), target)
@@ -186,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--test-speakers",
+        type=lambda value: [s for s in value.split(",") if s],
+        default=[],
+        help="comma-separated speakers to hold out as the test set (default: drawn by --test-fraction)",
+    )
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
     channels = ",".join(map(str, model_defaults.conv_channels))
@@ -209,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     scan = load_corpus(args.data, args.corpus)
     print(scan.summary())
     rows = scan.rows
-    split = split_speakers([r.speaker for r in rows], config.seed, config.val_fraction, config.test_fraction)
+    speakers = [r.speaker for r in rows]
+    split = split_speakers(speakers, config.seed, config.val_fraction, config.test_fraction, args.test_speakers)
     feature_config = FeatureConfig()
     features = cached_features(rows, feature_config, args.cache)
     labels = np.array([EMOTIONS.index(r.emotion) for r in rows])
@@ -229,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics = compute_metrics(test_labels, predicted, EMOTIONS.index(data["majority_emotion"]))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    training = {**asdict(config), "device": str(device), "threads": args.threads, "history": history}
+    training = {
+        **asdict(config),
+        "test_speakers": args.test_speakers,
+        "device": str(device),
+        "threads": args.threads,
+        "history": history,
+    }
     save_checkpoint(args.out / "ser.pt", model, normalizer, feature_config, training, data, metrics)
     write_report(metrics, args.out, f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed})")
     write_manifest(rows, args.out / "manifest.csv", {"split": [split[r.speaker] for r in rows]})

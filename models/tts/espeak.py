@@ -43,20 +43,27 @@ class EspeakEngine:
     def __init__(self, default_voice: str = "en-us") -> None:
         self.default_voice = default_voice
         self.sample_rate_hz = espeak().sample_rate_hz
-        self._voice_names = {v.language for v in espeak().voices()}
+        # Voices are named by language code; espeak-ng selects them by identifier ("en-gb" is "gmw/en").
+        self._identifiers = {v.language: v.identifier for v in espeak().voices()}
 
     def voices(self) -> list[VoiceInfo]:
         return [VoiceInfo(v.language, "espeak", v.language, self.sample_rate_hz, LICENSE) for v in espeak().voices()]
 
     def synthesize(
-        self, text: str | Iterable[str], emotion: str = "neutral", voice: str | None = None
+        self,
+        text: str | Iterable[str],
+        emotion: str = "neutral",
+        voice: str | None = None,
+        prosody: Prosody | None = None,
     ) -> Iterator[AudioChunk]:
-        parameters = espeak_parameters(prosody_for(emotion))
+        parameters = espeak_parameters(prosody or prosody_for(emotion))
         name = voice or self.default_voice
-        if name not in self._voice_names:
+        language, plus, variant = name.partition("+")  # "en-us+f2": a voice with a variant
+        if language not in self._identifiers:
             raise ValueError(f"unknown espeak voice {name!r}")
+        selector = self._identifiers[language] + plus + variant
 
         def render(phrase: str) -> Iterator[np.ndarray]:
-            yield espeak().synthesize(phrase, name, parameters)
+            yield espeak().synthesize(phrase, selector, parameters)
 
         return stream_phrases(text, render, self.sample_rate_hz)

@@ -177,13 +177,17 @@ class KokoroEngine:
         ]
 
     def synthesize(
-        self, text: str | Iterable[str], emotion: str = "neutral", voice: str | None = None
+        self,
+        text: str | Iterable[str],
+        emotion: str = "neutral",
+        voice: str | None = None,
+        prosody: Prosody | None = None,
     ) -> Iterator[AudioChunk]:
         """Speak `text`; each phrase is rendered whole, so first audio waits for the first phrase."""
         name = voice or DEFAULT_VOICE
         if name not in self._styles:
             raise ValueError(f"unknown kokoro voice {name!r}; installed: {sorted(self._styles)}")
-        prosody = prosody_for(emotion)
+        prosody = prosody or prosody_for(emotion)
         return stream_phrases(text, lambda phrase: self._render(phrase, name, prosody), SAMPLE_RATE_HZ)
 
     def tokens(self, phrase: str, language: Language) -> list[int]:

@@ -186,11 +186,15 @@ class PiperEngine:
         return self._voices[name]
 
     def synthesize(
-        self, text: str | Iterable[str], emotion: str = "neutral", voice: str | None = None
+        self,
+        text: str | Iterable[str],
+        emotion: str = "neutral",
+        voice: str | None = None,
+        prosody: Prosody | None = None,
     ) -> Iterator[AudioChunk]:
         """Speak `text`; the first chunk comes after the first phrase's first decoder chunk."""
         chosen = self.voice(voice)
-        prosody = prosody_for(emotion)
+        prosody = prosody or prosody_for(emotion)
         return stream_phrases(text, lambda phrase: self._render(chosen, phrase, prosody), chosen.info.sample_rate_hz)
 
     def _render(self, voice: PiperVoice, phrase: str, prosody: Prosody) -> Iterator[np.ndarray]:

@@ -25,7 +25,7 @@ SAMPLE_RATES_HZ = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 """Output rates offered besides the voice's native rate (sample_rate_hz = 0)."""
 MAX_TEXT_CHARS = 5000
 """Longest text one call may speak, so that one caller cannot hog the engine."""
-_MARKUP = re.compile(r"<\s*/?\s*[A-Za-z][^>]*>")
+_MARKUP = re.compile(r"<[A-Za-z/!?][^<>]*>")  # tags, closing tags, <!-- comments -->, <?xml ...?>, <![CDATA[
 
 
 @dataclass(frozen=True)
@@ -157,28 +157,39 @@ class SynthesisServicer(synthesis_pb2_grpc.SynthesisServiceServicer):
                 yield message.text
 
         started = time.perf_counter()
-        position = 0
-        for index, (samples, phrase, rate, final) in enumerate(self._audio(request, texts())):
-            if cancelled.is_set():  # never yield into a cancelled call (grpc/grpc#22874)
-                log.info("event=cancelled turn_id=%r after_chunks=%d", request.turn_id, index)
-                return
-            if index == 0:
-                log.debug(
-                    "event=first_chunk turn_id=%r ms=%.1f", request.turn_id, (time.perf_counter() - started) * 1e3
-                )
-            yield synthesis_pb2.StreamingSynthesizeResponse(
-                chunk=synthesis_pb2.AudioChunk(
-                    audio=encode_audio(samples, request.encoding),
-                    chunk_index=index,
-                    start_ms=position * 1000.0 / rate,
-                    duration_ms=samples.size * 1000.0 / rate,
-                    text=phrase,
-                ),
-                turn_id=request.turn_id,
-                is_final=final,
-                audio_format=common_pb2.AudioFormat(sample_rate_hz=rate, encoding=request.encoding, channels=1),
-            )
-            position += samples.size
+        position, index = 0, 0
+        try:
+            for index, (samples, phrase, rate, final) in enumerate(self._audio(request, texts())):
+                if cancelled.is_set():  # never yield into a cancelled call (grpc/grpc#22874)
+                    log.info("event=cancelled turn_id=%r after_chunks=%d", request.turn_id, index)
+                    return
+                if index == 0:
+                    log.debug(
+                        "event=first_chunk turn_id=%r ms=%.1f", request.turn_id, (time.perf_counter() - started) * 1e3
+                    )
+                yield self._response(request, samples, phrase, rate, final, index, position)
+                position += samples.size
+        except GeneratorExit:  # the client went while this call waited to send a chunk
+            log.info("event=cancelled turn_id=%r after_chunks=%d", request.turn_id, index)
+            raise
+
+    @staticmethod
+    def _response(
+        request: Request, samples: np.ndarray, phrase: str, rate: int, final: bool, index: int, position: int
+    ) -> synthesis_pb2.StreamingSynthesizeResponse:
+        """One chunk of the answer in the requested encoding, with its place and timing."""
+        return synthesis_pb2.StreamingSynthesizeResponse(
+            chunk=synthesis_pb2.AudioChunk(
+                audio=encode_audio(samples, request.encoding),
+                chunk_index=index,
+                start_ms=position * 1000.0 / rate,
+                duration_ms=samples.size * 1000.0 / rate,
+                text=phrase,
+            ),
+            turn_id=request.turn_id,
+            is_final=final,
+            audio_format=common_pb2.AudioFormat(sample_rate_hz=rate, encoding=request.encoding, channels=1),
+        )
 
     @rpc_errors
     def Synthesize(

@@ -195,6 +195,20 @@ def test_a_long_utterance_is_judged_on_its_last_max_utterance_frames() -> None:
     np.testing.assert_allclose(result.probabilities, recognizer.recognize(features[-300:]).probabilities, atol=1e-6)
 
 
+def test_finish_with_endpointer_bounds_judges_only_those_frames_and_keeps_the_rest() -> None:
+    recognizer = SerRecognizer(tiny_checkpoint())
+    features = raw_features(300)
+    stream = recognizer.stream(window_frames=100, max_utterance_frames=1000)
+    stream.push(features)
+
+    result = stream.finish(start_frame=50, end_frame=200)
+
+    assert result.n_frames == 150
+    np.testing.assert_allclose(result.probabilities, recognizer.recognize(features[50:200]).probabilities, atol=1e-6)
+    following = stream.finish(start_frame=200)  # frames after the end stay for the next utterance
+    assert following.n_frames == 100
+
+
 def test_onnx_export_has_dynamic_batch_and_time_and_matches_torch(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     model = tiny_model()

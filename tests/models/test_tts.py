@@ -329,3 +329,11 @@ def test_espeak_emotions_move_f0_range_duration_and_loudness_as_the_table_says(e
         assert rms / base[3] == pytest.approx(1.0, abs=0.15)
     else:
         assert _direction(rms / base[3], 1.0) == np.sign(table.volume_ratio - 1)
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb", "en-gb+f2", "de"])
+def test_espeak_speaks_every_listed_voice_by_its_language_code_with_or_without_a_variant(voice):
+    engine = EspeakEngine()
+    assert voice.split("+")[0] in {v.name for v in engine.voices()}
+    audio = np.concatenate([c.samples for c in engine.synthesize("Hello there, my friend.", "neutral", voice)])
+    assert audio.size > engine.sample_rate_hz * 0.5 and np.abs(audio).max() > 0.05

@@ -13,9 +13,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from emoloop.services.ser.servicer import SerServicer
+from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS
+from emoloop.services.policy.servicer import PolicyServicer, default_servicer
 from emoloop.services.server import ServerSettings, start_server
-from emoloop.v1 import ser_pb2, ser_pb2_grpc
+from emoloop.v1 import policy_pb2, policy_pb2_grpc
 from tests.conftest import serving
 
 Status = health_pb2.HealthCheckResponse
@@ -25,10 +26,11 @@ def health_of(channel: grpc.Channel, service: str = "") -> int:
     return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
-class SlowLoadingServicer(SerServicer):
+class SlowLoadingServicer(PolicyServicer):
     """A servicer whose model 'loads' until the test lets it finish."""
 
     def __init__(self) -> None:
+        super().__init__(DEFAULT_WEIGHTS, DEFAULT_RULES, DEFAULT_OVERRIDES)
         self.release = threading.Event()
 
     def load(self) -> None:
@@ -63,27 +65,20 @@ def test_reflection_lets_any_tool_discover_the_services(policy_channel: grpc.Cha
 
 def test_a_non_loopback_address_is_refused_without_tls_and_a_token() -> None:
     with pytest.raises(ValueError, match="needs --tls-cert, --tls-key and --token"):
-        start_server(ServerSettings(name="test", host="0.0.0.0", port=0), [SerServicer()])
+        start_server(ServerSettings(name="test", host="0.0.0.0", port=0), [default_servicer()])
 
 
 def test_with_a_token_calls_must_carry_it_but_health_needs_none() -> None:
-    with serving(SerServicer(), token="s3cret") as channel:
+    with serving(default_servicer(), token="s3cret") as channel:
         assert health_of(channel) == Status.SERVING
-        stub = ser_pb2_grpc.EmotionRecognitionServiceStub(channel)
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Recognize(ser_pb2.RecognizeRequest(), timeout=5)
+            stub.ListPersonas(policy_pb2.ListPersonasRequest(), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Recognize(ser_pb2.RecognizeRequest(), timeout=5, metadata=[("authorization", "Bearer s3cret")])
-        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # authenticated, reaches the servicer
-
-
-def test_the_ser_placeholder_serves_health_and_answers_unimplemented() -> None:
-    with serving(SerServicer()) as channel:
-        assert health_of(channel, "emoloop.v1.EmotionRecognitionService") == Status.SERVING
-        with pytest.raises(grpc.RpcError) as caught:
-            ser_pb2_grpc.EmotionRecognitionServiceStub(channel).Recognize(ser_pb2.RecognizeRequest(), timeout=5)
-        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        reply = stub.ListPersonas(
+            policy_pb2.ListPersonasRequest(), timeout=5, metadata=[("authorization", "Bearer s3cret")]
+        )
+        assert reply.default_persona == "support"
 
 
 def test_an_unknown_service_is_not_found_by_health(policy_channel: grpc.Channel) -> None:
@@ -118,14 +113,9 @@ def test_a_bad_overrides_file_stops_the_policy_service_at_start_naming_the_key(t
 
 
 def test_on_shutdown_a_live_stream_gets_its_grace_period_and_new_calls_are_refused() -> None:
-    from emoloop.models.policy import DEFAULT_OVERRIDES, DEFAULT_RULES, DEFAULT_WEIGHTS
-    from emoloop.services.policy.servicer import PolicyServicer
-    from emoloop.v1 import policy_pb2, policy_pb2_grpc
     from tests.services.test_policy_service import stats
 
-    running = start_server(
-        ServerSettings(name="test", port=0), [PolicyServicer(DEFAULT_WEIGHTS, DEFAULT_RULES, DEFAULT_OVERRIDES)]
-    )
+    running = start_server(ServerSettings(name="test", port=0), [default_servicer()])
     channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
     requests: queue.Queue = queue.Queue()
     observation = policy_pb2.StreamingDecideRequest(

@@ -161,3 +161,8 @@ def test_bad_unary_requests_get_invalid_argument_naming_the_field(
         stub.Synthesize(request_, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details().startswith(f"{field}:"), caught.value.details()
+
+
+def test_angle_brackets_in_plain_text_are_spoken_not_refused(stub: synthesis_pb2_grpc.SynthesisServiceStub) -> None:
+    request = synthesis_pb2.SynthesizeRequest(config=config(engine="espeak"), text="Two < three, and five > four.")
+    assert stub.Synthesize(request, timeout=60).duration_ms > 500

@@ -43,6 +43,27 @@ def test_speaker_split_is_disjoint_complete_and_reproducible() -> None:
         split_speakers(["a", "b", "a"], seed=0, val_fraction=0.2, test_fraction=0.2)
 
 
+def test_named_test_speakers_are_the_whole_test_set_and_never_trained_on() -> None:
+    speakers = [f"s{i}" for i in range(20)]
+
+    split = split_speakers(speakers, seed=5, val_fraction=0.15, test_fraction=0.15, test_speakers=["s3", "s17"])
+
+    assert {s for s, part in split.items() if part == "test"} == {"s3", "s17"}
+    assert sorted(split.values()).count("val") == 3
+    with pytest.raises(ValueError, match="not in the data: nobody"):
+        split_speakers(speakers, seed=5, val_fraction=0.15, test_fraction=0.15, test_speakers=["nobody"])
+
+
+def test_length_batches_cover_every_clip_once_in_batches_of_similar_length() -> None:
+    lengths = list(np.random.default_rng(0).integers(80, 400, size=1000))
+
+    batches = train_ser.length_batches(lengths, batch_size=16, rng=np.random.default_rng(1))
+
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    spread = np.median([np.ptp([lengths[i] for i in batch]) for batch in batches])
+    assert spread < 0.1 * np.ptp(lengths)  # a random batch would span nearly the whole range
+
+
 def test_class_weights_make_every_present_class_count_the_same() -> None:
     labels = np.array([0, 0, 0, 2])
     weights = class_weights(labels).numpy()
@@ -71,12 +92,15 @@ def test_two_epoch_training_writes_checkpoint_report_and_confusion_matrix(tmp_pa
     out = tmp_path / "ser"
     args = ["--data", str(data), "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "2"]
 
-    assert train_ser.main([*args, *TINY_MODEL, "--threads", "1", "--device", "cpu"]) == 0
+    assert (
+        train_ser.main([*args, *TINY_MODEL, "--threads", "1", "--device", "cpu", "--test-speakers", "crema-d:1001"])
+        == 0
+    )
 
     sidecar = json.loads((out / "ser.json").read_text())
     assert sidecar["training"]["seed"] == 13 and len(sidecar["training"]["history"]) == 2
     splits = {name: set(sidecar["data"][name]["speakers"]) for name in ("train", "val", "test")}
-    assert splits["test"] and not splits["test"] & (splits["train"] | splits["val"])
+    assert splits["test"] == {"crema-d:1001"} and not splits["test"] & (splits["train"] | splits["val"])
     assert sidecar["data"]["train"]["emotions"]["calm"] == 0
     assert set(sidecar["metrics"]) >= {"uar", "macro_f1", "accuracy", "per_class", "majority_baseline"}
     report = json.loads((out / "report.json").read_text())
