@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from emoloop.client.csvlog import read_log
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {
     "ser": "emoloop.v1.EmotionRecognitionService",
@@ -87,3 +89,37 @@ def test_emoloop_status_names_each_service_that_is_down() -> None:
     for name, port in ports.items():
         assert f"{name}" in result.stdout and f"127.0.0.1:{port}" in result.stdout
     assert result.stdout.count("DOWN") == 3
+
+
+def test_demo_starts_the_services_runs_the_shipped_sample_and_stops_them(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in SERVICES}
+    env = dict(os.environ, **{f"EMOLOOP_{name.upper()}_PORT": str(port) for name, port in ports.items()})
+    out = tmp_path / "answer.wav"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emoloop.client.cli",
+            "demo",
+            "--text",
+            "Hi",
+            "--output",
+            str(out),
+            "--log",
+            str(tmp_path / "turns.csv"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for stage in ("heard ", "policy ", "answer ", "latency "):
+        assert f"\n{stage}" in result.stdout
+    assert "services stopped" in result.stdout and out.stat().st_size > 1000
+    (row,) = read_log(tmp_path / "turns.csv")
+    assert row["text"] == "Hi" and float(row["latency_ms"]) > 0
+    for port in ports.values():  # nothing is left running
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -1,0 +1,375 @@
+"""Generate acted-emotion training speech from the project's own offline voices.
+
+    python -m emoloop.training.generate_data --out /tmp/emoloop-data [--sentences 12] [--seed 7]
+
+No emotional-speech corpus and no SER weights can be downloaded here, so emoloop makes its own data: every
+voice it has (espeak-ng languages with voice variants, the Piper joe voice, a subset of Kokoro's English
+voices) speaks neutral-content sentences (`sentences.txt`) in all six emotions through the engines' own
+`synthesize(text, emotion, voice, prosody=...)`. The words never carry the label: each chosen sentence is
+spoken in every emotion by the same voice.
+
+Acting varies, so every utterance gets its own prosody drawn around the table entry (`models/prosody.toml`):
+an *intensity* k ~ U(0.7, 1.3) scales the entry's distance from neutral (semitones for pitch, log-ratios for
+the ratios, jitter times k), then independent noise is added (SD 0.6 semitone of pitch level; log-SD 0.10 of
+pitch range, 0.05 of rate, 0.10 of volume and of the VITS noise scales) and values are clipped to sensible
+bounds (`BOUNDS`). Neutral gets the noise only. Neighbouring emotions (happy/angry, calm/sad) therefore
+overlap, as real acting does.
+
+Each rendering (resampled to 16 kHz mono) is written `--copies` times: copy 0 with only a random gain, the
+others through random augmentation: gain U(-6, +6) dB, speed x U(0.95, 1.05) (half of them), light
+reverberation (40 %: exponentially decaying noise impulse response, RT60 U(0.15, 0.6) s, direct-to-reverberant
+ratio 5 dB), and white or pink noise at an SNR drawn from clean, 20, 15, 10, 5 dB (signal power over noise
+power of the whole clip, as evaluate_ser's --noise-snr-db measures it).
+
+Held-out TEST voices (never trained or validated on) are chosen explicitly (`TEST_VOICES`, or --test-voices)
+and written to `test_speakers.txt` for `train_ser --test-speakers`. Written to --out: wav/<speaker>/*.wav,
+manifest.csv (path,emotion,speaker,corpus,duration_s + engine, voice, split, sentence id, augmentation,
+prosody used), test-voices/manifest.csv and test-<engine>/manifest.csv (the held-out clips only, for
+evaluate_ser), test_speakers.txt and generation.json (the settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from scipy.signal import fftconvolve, resample_poly
+from tqdm import tqdm
+
+from emoloop.models.audio import resample
+from emoloop.models.emotions import EMOTIONS
+from emoloop.models.prosody import Prosody, prosody_for
+from emoloop.models.tts import TtsEngine, load_engine
+
+SAMPLE_RATE_HZ = 16000
+SENTENCES_FILE = Path(__file__).with_name("sentences.txt")
+CORPUS = "emoloop-tts"
+
+# espeak-ng: five accents x eight voice variants for training and validation; the test voices use an
+# accent and a variant that no training voice has. ("en-gb" itself is listed by espeak-ng but not
+# accepted by espeak_SetVoiceByName, so it is left out.)
+ESPEAK_ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
+ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3")
+KOKORO_VOICES = ("af_bella", "af_nicole", "af_sarah", "af_sky", "am_adam", "am_michael", "bf_emma", "bm_george")
+PIPER_VOICE = "piper:en_US-joe-medium"
+TEST_VOICES = ("espeak:en-gb-scotland+f4", "espeak:en-029+m6", "kokoro:af_heart", "kokoro:bm_lewis", PIPER_VOICE)
+DEFAULT_VOICES = (
+    *(f"espeak:{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS),
+    *(f"kokoro:{name}" for name in KOKORO_VOICES),
+    *TEST_VOICES,
+)
+
+# Per-utterance acting variation (see the module docstring).
+INTENSITY = (0.7, 1.3)
+PITCH_SD_SEMITONES = 0.6
+LOG_SD = {"pitch_range_ratio": 0.10, "rate_ratio": 0.05, "volume_ratio": 0.10, "noise_scale_ratio": 0.10}
+LOG_SD["noise_w_ratio"] = LOG_SD["noise_scale_ratio"]
+BOUNDS = {
+    "pitch_shift_semitones": (-6.0, 8.0),
+    "pitch_range_ratio": (0.4, 2.2),
+    "rate_ratio": (0.7, 1.4),
+    "volume_ratio": (0.4, 1.8),
+    "jitter_semitones": (0.0, 0.8),
+    "noise_scale_ratio": (0.5, 1.6),
+    "noise_w_ratio": (0.5, 1.8),
+}
+
+# Augmentation of copies 1.. (copy 0 gets the gain only).
+GAIN_DB = (-6.0, 6.0)
+SPEED = (0.95, 1.05)
+SPEED_PROBABILITY = 0.5
+REVERB_PROBABILITY = 0.4
+RT60_S = (0.15, 0.6)
+DIRECT_TO_REVERB_DB = 5.0
+SNRS_DB = (None, 20.0, 15.0, 10.0, 5.0)  # None: clean
+PEAK = 0.99
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What was done to one copy of a rendering; every field is written to the manifest."""
+
+    gain_db: float = 0.0
+    speed: float = 1.0
+    rt60_s: float = 0.0  # 0: dry
+    snr_db: float | None = None  # None: clean
+    noise: str = ""  # "white" or "pink" when snr_db is set
+
+    @property
+    def label(self) -> str:
+        parts = ["gain"]
+        parts += ["speed"] if self.speed != 1.0 else []
+        parts += ["reverb"] if self.rt60_s else []
+        parts += [f"{self.noise}-noise"] if self.snr_db is not None else []
+        return "+".join(parts)
+
+
+def read_sentences(path: Path = SENTENCES_FILE) -> list[str]:
+    """Non-empty, non-comment lines of the sentence file."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def vary_prosody(entry: Prosody, rng: np.random.Generator) -> Prosody:
+    """One actor's take on a table entry: intensity-scaled distance from neutral plus independent noise."""
+    neutral = prosody_for("neutral")
+    k = rng.uniform(*INTENSITY)
+    values = {}
+    for field in dataclasses.fields(Prosody):
+        name, base, centre = field.name, getattr(entry, field.name), getattr(neutral, field.name)
+        if name == "pitch_shift_semitones":
+            value = centre + k * (base - centre) + rng.normal(0.0, PITCH_SD_SEMITONES)
+        elif name == "jitter_semitones":
+            value = k * base
+        else:
+            value = centre * (base / centre) ** k * np.exp(rng.normal(0.0, LOG_SD[name]))
+        values[name] = float(np.clip(value, *BOUNDS[name]))
+    return Prosody(**values)
+
+
+def draw_augmentation(rng: np.random.Generator, clean: bool) -> Augmentation:
+    """Random settings for one copy; a `clean` copy only gets a gain."""
+    gain = float(rng.uniform(*GAIN_DB))
+    if clean:
+        return Augmentation(gain_db=gain)
+    speed = float(rng.uniform(*SPEED)) if rng.random() < SPEED_PROBABILITY else 1.0
+    rt60 = float(rng.uniform(*RT60_S)) if rng.random() < REVERB_PROBABILITY else 0.0
+    snr = SNRS_DB[rng.integers(len(SNRS_DB))]
+    noise = str(rng.choice(["white", "pink"])) if snr is not None else ""
+    return Augmentation(gain, speed, rt60, snr, noise)
+
+
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster (tempo and pitch together, like a tape), by resampling."""
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
+
+
+def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Light room: a direct path plus exponentially decaying noise (60 dB down after rt60_s), same RMS."""
+    t = np.arange(int(rt60_s * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
+    tail = rng.standard_normal(t.size) * np.exp(-np.log(1000.0) * t / rt60_s)
+    tail *= np.sqrt(10 ** (-DIRECT_TO_REVERB_DB / 10) / max(np.sum(tail**2), 1e-12))
+    impulse = np.concatenate([[1.0], tail[1:]])
+    wet = fftconvolve(audio, impulse)[: audio.size]
+    return (wet * np.sqrt(np.mean(audio**2) / max(np.mean(wet**2), 1e-12))).astype(np.float32)
+
+
+def noise_like(size: int, color: str, rng: np.random.Generator) -> np.ndarray:
+    """White noise, or pink (power falling as 1/f) shaped in the frequency domain."""
+    white = rng.standard_normal(size)
+    if color == "white":
+        return white
+    spectrum = np.fft.rfft(white)
+    spectrum[1:] /= np.sqrt(np.arange(1, spectrum.size))
+    return np.fft.irfft(spectrum, size)
+
+
+def add_noise(audio: np.ndarray, snr_db: float, color: str, rng: np.random.Generator) -> np.ndarray:
+    """Add noise so that mean signal power / mean noise power over the clip is `snr_db`."""
+    noise = noise_like(audio.size, color, rng)
+    scale = np.sqrt(np.mean(audio**2) / (10 ** (snr_db / 10)) / max(np.mean(noise**2), 1e-12))
+    return (audio + scale * noise).astype(np.float32)
+
+
+def augment(audio: np.ndarray, settings: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """Speed, reverberation, gain, noise, in that order; scaled down (SNR kept) if it would clip."""
+    out = audio
+    if settings.speed != 1.0:
+        out = change_speed(out, settings.speed)
+    if settings.rt60_s:
+        out = reverberate(out, settings.rt60_s, rng)
+    out = out * 10 ** (settings.gain_db / 20)
+    if settings.snr_db is not None:
+        out = add_noise(out, settings.snr_db, settings.noise, rng)
+    peak = float(np.max(np.abs(out), initial=0.0))
+    return (out * (PEAK / peak) if peak > PEAK else out).astype(np.float32)
+
+
+def render(engine: TtsEngine, text: str, emotion: str, voice: str, prosody: Prosody) -> np.ndarray:
+    """One utterance through the engine with an overriding prosody, as 16 kHz mono float32."""
+    chunks = list(engine.synthesize(text, emotion, voice, prosody=prosody))
+    audio = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
+    rate = chunks[0].sample_rate_hz if chunks else SAMPLE_RATE_HZ
+    return resample(audio.astype(np.float32), rate, SAMPLE_RATE_HZ) if rate != SAMPLE_RATE_HZ else audio
+
+
+def speaker_rng(seed: int, speaker: str) -> np.random.Generator:
+    """A generator per voice, so adding or removing a voice leaves every other voice's data unchanged."""
+    return np.random.default_rng([seed, zlib.crc32(speaker.encode())])
+
+
+def load_engines(names: set[str], seed: int) -> dict[str, TtsEngine]:
+    options = {"piper": {"seed": seed}, "kokoro": {"seed": seed, "threads": 1}, "espeak": {}}
+    return {name: load_engine(name, **options[name]) for name in sorted(names)}
+
+
+def sentence_counts(args: argparse.Namespace) -> dict[str, int]:
+    return {"espeak": args.sentences, "piper": args.piper_sentences, "kokoro": args.kokoro_sentences}
+
+
+def generate(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Render every voice x sentence x emotion x copy; returns the manifest rows."""
+    sentences = read_sentences(args.sentences_file)
+    voices = [v for v in args.voices if v.split(":")[0] in args.engines]
+    engines = load_engines({v.split(":")[0] for v in voices}, args.seed)
+    counts = sentence_counts(args)
+    jobs = [(v, i) for v in voices for i in range(min(counts[v.split(":")[0]], len(sentences)))]
+    rows: list[dict[str, object]] = []
+    progress = tqdm(total=len(jobs) * len(EMOTIONS), desc="render", unit="utt")
+    for speaker in voices:
+        engine_name, voice = speaker.split(":", 1)
+        rng = speaker_rng(args.seed, speaker)
+        chosen = rng.choice(len(sentences), size=min(counts[engine_name], len(sentences)), replace=False)
+        folder = args.out / "wav" / speaker.replace(":", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for sentence_id in sorted(int(i) for i in chosen):
+            for emotion in EMOTIONS:
+                prosody = vary_prosody(prosody_for(emotion), rng)
+                audio = render(engines[engine_name], sentences[sentence_id], emotion, voice, prosody)
+                for copy in range(args.copies):
+                    settings = draw_augmentation(rng, clean=copy == 0)
+                    clip = augment(audio, settings, rng)
+                    path = folder / f"{emotion}_s{sentence_id:03d}_c{copy}.wav"
+                    soundfile.write(path, clip, SAMPLE_RATE_HZ, subtype="PCM_16")
+                    rows.append(
+                        manifest_row(path, args.out, emotion, speaker, sentence_id, copy, settings, prosody, args)
+                    )
+                progress.update()
+    progress.close()
+    return rows
+
+
+def manifest_row(
+    path: Path,
+    root: Path,
+    emotion: str,
+    speaker: str,
+    sentence_id: int,
+    copy: int,
+    settings: Augmentation,
+    prosody: Prosody,
+    args: argparse.Namespace,
+) -> dict[str, object]:
+    engine, voice = speaker.split(":", 1)
+    return {
+        "path": str(path.relative_to(root)),
+        "emotion": emotion,
+        "speaker": speaker,
+        "corpus": CORPUS,
+        "duration_s": f"{soundfile.info(path).duration:.3f}",
+        "engine": engine,
+        "voice": voice,
+        "split": "test" if speaker in args.test_voices else "train/val",
+        "sentence_id": sentence_id,
+        "copy": copy,
+        "augmentation": settings.label,
+        "snr_db": "" if settings.snr_db is None else f"{settings.snr_db:g}",
+        "gain_db": f"{settings.gain_db:.2f}",
+        "speed": f"{settings.speed:.4f}",
+        "rt60_s": f"{settings.rt60_s:.3f}",
+        **{f"prosody_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(prosody).items()},
+    }
+
+
+def write_csv(rows: list[dict[str, object]], path: Path, prefix: str = "") -> None:
+    """A manifest; `prefix` is prepended to every path (subset manifests point back up to wav/)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "path": prefix + str(row["path"])})
+
+
+def write_outputs(rows: list[dict[str, object]], args: argparse.Namespace, seconds: float) -> None:
+    """The main manifest, held-out subset manifests, the test-speaker list and the settings."""
+    write_csv(rows, args.out / "manifest.csv")
+    test_rows = [r for r in rows if r["split"] == "test"]
+    if test_rows:
+        write_csv(test_rows, args.out / "test-voices" / "manifest.csv", prefix="../")
+        for engine in sorted({str(r["engine"]) for r in test_rows}):
+            subset = [r for r in test_rows if r["engine"] == engine]
+            write_csv(subset, args.out / f"test-{engine}" / "manifest.csv", prefix="../")
+    present = sorted({str(r["speaker"]) for r in rows})
+    test_speakers = [s for s in present if s in args.test_voices]
+    (args.out / "test_speakers.txt").write_text(",".join(test_speakers) + "\n")
+    settings = {
+        "seed": args.seed,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
+        "copies": args.copies,
+        "sentences_per_voice": sentence_counts(args),
+        "voices": present,
+        "test_voices": test_speakers,
+        "clips": len(rows),
+        "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
+        "wall_time_s": round(seconds, 1),
+        "prosody_variation": {"intensity": INTENSITY, "pitch_sd_semitones": PITCH_SD_SEMITONES, "log_sd": LOG_SD},
+        "bounds": BOUNDS,
+        "augmentation": {
+            "gain_db": GAIN_DB,
+            "speed": SPEED,
+            "speed_probability": SPEED_PROBABILITY,
+            "reverb_probability": REVERB_PROBABILITY,
+            "rt60_s": RT60_S,
+            "direct_to_reverb_db": DIRECT_TO_REVERB_DB,
+            "snrs_db": SNRS_DB,
+        },
+    }
+    (args.out / "generation.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m emoloop.training.generate_data",
+        description="Render acted-emotion speech from emoloop's offline voices, with augmentation and a manifest.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    parser.add_argument("--sentences", type=int, default=12, help="sentences per espeak voice (default 12)")
+    parser.add_argument("--piper-sentences", type=int, default=24, help="sentences for the Piper voice (default 24)")
+    parser.add_argument("--kokoro-sentences", type=int, default=6, help="sentences per Kokoro voice (default 6)")
+    parser.add_argument("--copies", type=int, default=2, help="copies per rendering: 1 clean + augmented (default 2)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--engines", type=_names, default=["espeak", "piper", "kokoro"], help="comma-separated")
+    parser.add_argument("--voices", type=_names, default=list(DEFAULT_VOICES), help="comma-separated engine:voice")
+    parser.add_argument("--test-voices", type=_names, default=list(TEST_VOICES), help="held-out engine:voice list")
+    parser.add_argument("--sentences-file", type=Path, default=SENTENCES_FILE)
+    args = parser.parse_args(argv)
+    if args.copies < 1:
+        parser.error("--copies must be at least 1")
+    unknown = [v for v in args.voices if ":" not in v or v.split(":")[0] not in ("espeak", "piper", "kokoro")]
+    if unknown:
+        parser.error(f"--voices: not engine:voice with a known engine: {unknown}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows = generate(args)
+    if not rows:
+        raise SystemExit("no clips generated: check --engines and --voices")
+    write_outputs(rows, args, time.perf_counter() - start)
+    hours = sum(float(r["duration_s"]) for r in rows) / 3600
+    test = (args.out / "test_speakers.txt").read_text().strip()
+    print(f"{len(rows)} clips, {hours:.2f} h, {len({r['speaker'] for r in rows})} voices in {args.out}")
+    print(f"train with: --test-speakers {test}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
