@@ -72,6 +72,9 @@ def session(model: bytes, threads: int = 1) -> ort.InferenceSession:
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # No memory arena: it kept ~50 MB of peak working memory per process for no measurable speed-up
+    # (piper first chunk 42 ms with or without it).
+    options.enable_cpu_mem_arena = False
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
