@@ -11,7 +11,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 _HALF_TAPS = 10  # scipy.signal.resample_poly's default filter half-length, per max(up, down)
 
@@ -46,6 +45,8 @@ class Resampler:
             return out
         if ready <= self._done:
             return np.zeros(0, np.float32)
+        from scipy.signal import resample_poly  # imported only when rates differ: scipy.signal costs ~70 MB
+
         # Windows start on multiples of `down` input samples, where the output grid of a
         # window coincides with the whole signal's grid.
         position = self._done * self.down // self.up - self._reach

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from ..pitch import F0Edit, StreamingPitchShifter, estimate_f0
 from ..prosody import Prosody, prosody_for
-from ..vocoder import Vocoder, session, split_vits
+from ..vocoder import Vocoder, session, split_vits_isolated
 from . import AudioChunk, VoiceInfo, stream_phrases
 from .espeak_lib import espeak
 
@@ -71,7 +71,7 @@ class PiperVoice:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         if config.get("phoneme_type", "espeak") != "espeak":
             raise ValueError(f"{config_path}: only espeak phoneme voices are supported")
-        graphs = split_vits(model_path)
+        graphs = split_vits_isolated(model_path)
         inference = config.get("inference", {})
         voice = cls(
             info=VoiceInfo(
@@ -99,7 +99,7 @@ class PiperVoice:
         pivot of pitch-range edits. Also warms up both onnxruntime sessions, whose first run
         is several times slower."""
         z = self._run_acoustic(self.ids(_CALIBRATION_TEXT), 0.0, self.length_scale, 0.0)
-        f0 = estimate_f0(self.vocoder.decode(z), self.info.sample_rate_hz)
+        f0 = estimate_f0(np.concatenate(list(self.vocoder.stream(z, 64, 64))), self.info.sample_rate_hz)
         return float(np.median(f0[f0 > 0]))
 
     def _calibrate_duration_exponent(self, low: float = 0.75, high: float = 1.33) -> float:
