@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import socket
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -75,3 +76,18 @@ def append_results(text: str, path: Path = RESULTS) -> None:
     separator = "\n" if path.exists() and path.stat().st_size else ""
     with path.open("a", encoding="utf-8") as results:
         results.write(separator + text)
+
+
+def free_port() -> int:
+    """A free loopback port for a service under test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vm_hwm_mb(pid: int) -> float:
+    """Peak resident memory of another process (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, RESULTS, append_results, load_average, machine_header, percentile
+from bench.common import REPO, RESULTS, append_results, free_port, load_average, machine_header, percentile, vm_hwm_mb
 from emoloop.client.connect import connect
 from emoloop.client.ser import SerStream, Utterance
 from emoloop.client.wavio import read_wav
@@ -82,19 +81,6 @@ def in_process(recognizer: SerRecognizer, audio: np.ndarray) -> dict[str, np.nda
         times["model"].append((t3 - t2) * 1e6)
         times["block"].append((t3 - t0) * 1e6)
     return {name: np.array(values) for name, values in times.items()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def through_the_service(checkpoint: Path, audio: np.ndarray) -> tuple[list[float], float, float]:

@@ -30,10 +30,12 @@ from bench.common import (
     RESULTS,
     append_results,
     current_rss_mb,
+    free_port,
     load_average,
     machine_header,
     peak_rss_mb,
     percentile,
+    vm_hwm_mb,
 )
 from bench.sentences import LONG, SHORT, VARIED
 from emoloop.models.emotions import EMOTIONS
@@ -285,6 +287,10 @@ def latency_table(reports: list[dict]) -> list[str]:
         "runs; its baseline before the engine loaded: "
         + ", ".join(f"{r['engine']} {r['baseline_rss_mb']:.0f} MB (load {r['load_s']:.1f} s)" for r in reports)
         + ".",
+        "",
+        "The synthesis service alone, as `honcho start` runs it (its own process, one answer per emotion): peak RSS "
+        + ", ".join(f"{r['engine']} {r['service_rss_mb']:.0f} MB" for r in reports)
+        + ".",
     ]
     return lines
 
@@ -382,6 +388,25 @@ def load_recognizer() -> Recognizer | str:
         return str(error)
 
 
+def service_peak_rss_mb(engine: str) -> float:
+    """Peak RSS of the synthesis service alone, as `honcho start` runs it, after one answer per emotion."""
+    from emoloop.client.connect import connect
+    from emoloop.client.synthesis import SynthesisCall
+
+    port = free_port()
+    command = [sys.executable, "-m", "emoloop.services.synthesis", "--port", str(port), "--engines", engine]
+    service = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        with connect("synthesis", f"127.0.0.1:{port}", timeout_s=120) as channel:
+            stub = synthesis_pb2_grpc.SynthesisServiceStub(channel)
+            for emotion in EMOTIONS:
+                list(SynthesisCall(stub, [LONG], emotion))
+        return vm_hwm_mb(service.pid)
+    finally:
+        service.terminate()
+        service.wait(30)
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     """Measure every requested engine, score, print and append the results, and draw the plot."""
     command = shlex.join([Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]])
@@ -403,6 +428,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 notes.append(f"- {engine}: {result}; skipped.")
                 continue
             report, clips, rate = result
+            report["service_rss_mb"] = service_peak_rss_mb(engine)
             reports.append(report)
             notes.append(
                 f"- {engine}: {plan.warmups} warm-up(s) + {plan.runs} runs per latency sentence, "

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx.utils import Extractor
 
 DECODER_PREFIX = "/dec/"  # node-name scope of the generator in Piper's VITS exports
 
@@ -38,6 +36,9 @@ def split_vits(model_path: Path | str) -> VitsGraphs:
 
     Done in memory at load (about 0.5 s for a 63 MB voice) so no cache can go stale.
     """
+    import onnx  # only here (run in a child process by split_vits_isolated): the onnx package costs ~10 MB
+    from onnx.utils import Extractor
+
     model = onnx.load(str(model_path))
     graph = model.graph
     produced_inside = {out for node in graph.node if node.name.startswith(DECODER_PREFIX) for out in node.output}

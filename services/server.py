@@ -9,6 +9,7 @@ errors to gRPC status codes, and a clean shutdown on SIGINT/SIGTERM with a grace
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import hmac
 import inspect
@@ -292,6 +293,20 @@ def start_server(settings: ServerSettings, servicers: list[Servicer], load: bool
     return running
 
 
+def limit_malloc_arenas(count: int = 2) -> None:
+    """Cap glibc's malloc arenas before the RPC threads start.
+
+    glibc gives threads that allocate concurrently arenas of their own (up to 8 per core) and keeps freed memory in
+    each; with model work on many RPC threads that cost the synthesis service ~50 MB of resident memory (363 MB
+    peak against 309 MB with two arenas, measured). A no-op where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-8, count)  # M_ARENA_MAX
+
+
 def configure_logging(level: str) -> None:
     """One line per event, key=value, so honcho's merged output stays readable and greppable."""
     logging.basicConfig(
@@ -303,6 +318,7 @@ def configure_logging(level: str) -> None:
 
 def serve(settings: ServerSettings, servicers: list[Servicer]) -> int:
     """Run a server until SIGINT or SIGTERM, then shut it down gracefully; returns the exit code."""
+    limit_malloc_arenas()
     configure_logging(settings.log_level)
     stop = threading.Event()
 
