@@ -66,3 +66,16 @@ def resample(samples: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     """Resample a whole signal (float32 mono)."""
     resampler = Resampler(from_hz, to_hz)
     return np.concatenate([resampler.push(samples), resampler.flush()])
+
+
+def check_mono_float32(samples: np.ndarray, name: str = "samples") -> np.ndarray:
+    """Refuse what the audio models cannot take, with a message that says what is wrong."""
+    if not isinstance(samples, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(samples).__name__}")
+    if samples.dtype != np.float32:
+        raise ValueError(f"{name} must be float32 samples in [-1, 1], got dtype {samples.dtype}")
+    if samples.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (mono), got shape {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise ValueError(f"{name} contains NaN or infinite samples")
+    return samples

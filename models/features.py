@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .audio import check_mono_float32
+
 N_MEL_COLUMNS = 80
 F0_COLUMN = 80
 ENERGY_COLUMN = 81
@@ -159,7 +161,7 @@ class FeatureExtractor:
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Append a block of samples; return the rows of every frame that became complete."""
-        block = _validated(samples)
+        block = check_mono_float32(samples)
         self._buffer = np.concatenate([self._buffer, block.astype(np.float64)])
         self._n_samples += block.size
         hop = self.config.hop_length
@@ -321,15 +323,3 @@ class FeatureNormalizer:
         normalizer.mean = mean
         normalizer._m2 = var * normalizer.count
         return normalizer
-
-
-def _validated(samples: np.ndarray) -> np.ndarray:
-    if not isinstance(samples, np.ndarray):
-        raise ValueError(f"samples must be a numpy array, got {type(samples).__name__}")
-    if samples.dtype != np.float32:
-        raise ValueError(f"samples must be float32, got {samples.dtype}")
-    if samples.ndim != 1:
-        raise ValueError(f"samples must be 1-D (mono), got shape {samples.shape}")
-    if not np.isfinite(samples).all():
-        raise ValueError("samples contain NaN or infinite values")
-    return samples

@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 import onnxruntime
 
+from .audio import check_mono_float32
+
 SAMPLE_RATE = 16_000
 BLOCK_SAMPLES = 512  # the only block size the v5/v6 model takes at 16 kHz (32 ms)
 CONTEXT_SAMPLES = 64  # the tail of the previous block, prepended to each block as the model expects
@@ -192,14 +194,7 @@ class Endpointer:
 
     def push(self, audio: np.ndarray) -> list[VadEvent]:
         """Feed audio (1-D float32, 16 kHz, finite); return the events decided by the whole blocks now complete."""
-        if not isinstance(audio, np.ndarray):
-            raise ValueError(f"audio must be a numpy array, got {type(audio).__name__}")
-        if audio.dtype != np.float32:
-            raise ValueError(f"audio must be float32 samples in [-1, 1] at 16 kHz, got dtype {audio.dtype}")
-        if audio.ndim != 1:
-            raise ValueError(f"audio must be 1-D (mono), got shape {audio.shape}")
-        if not np.isfinite(audio).all():
-            raise ValueError("audio contains NaN or infinite samples")
+        check_mono_float32(audio, "audio")
         self._pending = np.concatenate([self._pending, audio])
         events: list[VadEvent] = []
         while self._pending.size >= BLOCK_SAMPLES:
