@@ -69,6 +69,7 @@ dashboard: setup
 bench: setup
 	$(BIN)/python -m bench.synthesis $(BENCH_ARGS)
 	$(BIN)/python -m bench.ser $(BENCH_ARGS)
+	$(BIN)/python -m bench.policy
 
 clean:
 	rm -rf $(VENV) $(PROTO_DIR)/*_pb2*.py $(PROTO_DIR)/*_pb2*.pyi
