@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import signal
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -56,3 +59,26 @@ def test_concurrent_writers_lose_no_line_and_never_interleave(tmp_path: Path) ->
     body = rows[1:]
     assert len(body) == 200 and all(len(r) == len(COLUMNS) for r in body)
     assert {r[1] for r in body} == {f"worker {w} line {i}, with a comma" for w in range(4) for i in range(50)}
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from emoloop.client.csvlog import TurnLog, TurnRecord, utc_now
+log = TurnLog(Path(sys.argv[1]))
+for i in range(100000):
+    log.append(TurnRecord(utc_now(), f"line {i}, quoted \\"text\\"", "sad", "calm", 50.0))
+    print(i, flush=True)
+"""
+
+
+def test_a_client_killed_mid_session_loses_no_line_it_had_logged(tmp_path: Path) -> None:
+    path = tmp_path / "turns.csv"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    for _ in range(300):  # let it log a few hundred turns, then kill it without warning
+        last_logged = int(writer.stdout.readline())
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    rows = read_log(path)
+    assert len(rows) >= last_logged + 1  # every append that returned is on disk
+    assert [row["text"] for row in rows] == [f'line {i}, quoted "text"' for i in range(len(rows))]  # none torn
