@@ -26,7 +26,8 @@ from emoloop.client.connect import (
     service_address,
 )
 from emoloop.client.csvlog import TurnLog
-from emoloop.client.ser import SAMPLE_RATE_HZ, SerStream, emotion_of, scores_dict
+from emoloop.client.emotions import EMOTIONS, emotion_of, scores_dict
+from emoloop.client.ser import SAMPLE_RATE_HZ, SerStream
 from emoloop.client.session import (
     Conversation,
     FileSink,
@@ -40,8 +41,6 @@ from emoloop.client.session import (
 from emoloop.client.synthesis import SynthesisCall, list_voices
 from emoloop.client.wavio import read_wav, to_linear16, write_wav
 from emoloop.v1 import common_pb2, ser_pb2, ser_pb2_grpc, synthesis_pb2_grpc
-
-EMOTION_NAMES = [n.removeprefix("EMOTION_").lower() for n in common_pb2.Emotion.keys()[1:]]
 
 
 @contextlib.contextmanager
@@ -136,7 +135,7 @@ def ser(args: argparse.Namespace) -> int:
     with channel_to("ser", args.local) as channel:
         stub = ser_pb2_grpc.EmotionRecognitionServiceStub(channel)
         if not args.json:
-            print(f"{'file':<32} {'emotion':<8} {'conf':>5}  " + " ".join(f"{n:>7}" for n in EMOTION_NAMES))
+            print(f"{'file':<32} {'emotion':<8} {'conf':>5}  " + " ".join(f"{n:>7}" for n in EMOTIONS))
         for path in args.files:
             samples, _ = read_wav(path, SAMPLE_RATE_HZ)
             request = ser_pb2.RecognizeRequest(
@@ -149,7 +148,7 @@ def ser(args: argparse.Namespace) -> int:
             else:
                 print(
                     f"{path!s:<32} {emotion_of(result.emotion):<8} {result.confidence:>5.2f}  "
-                    + " ".join(f"{scores[n]:>7.3f}" for n in EMOTION_NAMES)
+                    + " ".join(f"{scores[n]:>7.3f}" for n in EMOTIONS)
                 )
     return 0
 
@@ -325,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speak TEXT with an emotion through the synthesis service (or in-process with --local).",
     )
     speak.add_argument("text", help="what to say")
-    speak.add_argument("--emotion", default="neutral", choices=EMOTION_NAMES, help="default: neutral")
+    speak.add_argument("--emotion", default="neutral", choices=EMOTIONS, help="default: neutral")
     speak.add_argument("-o", "--output", type=Path, help="write the audio to this WAV file")
     speak.add_argument("--play", action="store_true", help="play the audio on the output device")
     speak.add_argument("--output-device", default=None, help="output device name or index (see `emoloop devices`)")

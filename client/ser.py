@@ -12,21 +12,11 @@ import grpc
 import numpy as np
 
 from emoloop.client.connect import ServiceFailed
+from emoloop.client.emotions import emotion_of, scores_dict
 from emoloop.client.wavio import to_linear16
 from emoloop.v1 import common_pb2, ser_pb2, ser_pb2_grpc
 
-EMOTIONS = [n.removeprefix("EMOTION_").lower() for n in common_pb2.Emotion.keys()[1:]]
 SAMPLE_RATE_HZ = 16000
-
-
-def scores_dict(scores: common_pb2.EmotionScores) -> dict[str, float]:
-    """EmotionScores as {"neutral": p, ...} in the protocol's order."""
-    return {name: round(float(getattr(scores, name)), 4) for name in EMOTIONS}
-
-
-def emotion_of(value: int) -> str:
-    """The lower-case name of a proto Emotion value."""
-    return common_pb2.Emotion.Name(value).removeprefix("EMOTION_").lower()
 
 
 @dataclass(frozen=True)

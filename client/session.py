@@ -21,8 +21,9 @@ import numpy as np
 from emoloop.client.audio import Speaker
 from emoloop.client.connect import ServiceDown, ServiceFailed
 from emoloop.client.csvlog import TurnLog, TurnRecord, utc_now
-from emoloop.client.ser import SerStream, Utterance, emotion_of, scores_dict
-from emoloop.client.synthesis import SpeechChunk, SynthesisCall, emotion_value
+from emoloop.client.emotions import emotion_of, emotion_value, scores_dict
+from emoloop.client.ser import SerStream, Utterance
+from emoloop.client.synthesis import SpeechChunk, SynthesisCall
 from emoloop.v1 import policy_pb2, policy_pb2_grpc, ser_pb2_grpc, synthesis_pb2_grpc
 
 DECISION_REASONS = {policy_pb2.DECISION_REASON_MODEL: "model", policy_pb2.DECISION_REASON_RULE_OVERRIDE: "override"}

@@ -9,17 +9,9 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from emoloop.client.emotions import emotion_value
 from emoloop.client.wavio import from_linear16
 from emoloop.v1 import common_pb2, synthesis_pb2, synthesis_pb2_grpc
-
-
-def emotion_value(name: str) -> int:
-    """The proto Emotion for a lower-case name ("calm"), with a clear error for an unknown one."""
-    try:
-        return common_pb2.Emotion.Value(f"EMOTION_{name.upper()}")
-    except ValueError:
-        names = [n.removeprefix("EMOTION_").lower() for n in common_pb2.Emotion.keys()[1:]]
-        raise ValueError(f"unknown emotion {name!r}; expected one of {', '.join(names)}") from None
 
 
 @dataclass(frozen=True)
