@@ -48,6 +48,15 @@ def check_text(value: str, field: str, max_chars: int) -> str:
     return value
 
 
+def mono_encoding(audio_format: common_pb2.AudioFormat, field: str = "config.audio_format") -> int:
+    """Check a format's channels and encoding (shared by every service); UNSPECIFIED encoding means LINEAR16."""
+    if audio_format.channels not in (0, 1):
+        raise InvalidArgument(f"{field}.channels", "only mono (1) audio is supported")
+    if audio_format.encoding not in common_pb2.AudioEncoding.values():
+        raise InvalidArgument(f"{field}.encoding", f"unknown encoding value {audio_format.encoding}")
+    return audio_format.encoding or common_pb2.AUDIO_ENCODING_LINEAR16
+
+
 def encode_audio(samples: np.ndarray, encoding: int) -> bytes:
     """float32 mono in [-1, 1] as the wire encoding (little-endian)."""
     if encoding == common_pb2.AUDIO_ENCODING_FLOAT32:

@@ -18,7 +18,7 @@ from emoloop.models.features import FeatureExtractor
 from emoloop.models.ser import DEFAULT_CHECKPOINT, SerRecognizer, SerStream, UtteranceResult
 from emoloop.models.vad import DEFAULT_CONFIG as DEFAULT_VAD_CONFIG
 from emoloop.models.vad import Endpointer, SileroVad, UtteranceEnd, VadConfig
-from emoloop.services.convert import array_to_scores, check_text, decode_audio, emotion_value
+from emoloop.services.convert import array_to_scores, check_text, decode_audio, emotion_value, mono_encoding
 from emoloop.services.server import InvalidArgument, Unavailable, rpc_errors
 from emoloop.v1 import common_pb2, ser_pb2, ser_pb2_grpc
 
@@ -104,12 +104,9 @@ class SerServicer(ser_pb2_grpc.EmotionRecognitionServiceServicer):
                 "config.audio_format.sample_rate_hz",
                 f"{audio_format.sample_rate_hz} Hz is not accepted; send {SAMPLE_RATE_HZ} Hz audio",
             )
-        if audio_format.channels not in (0, 1):
-            raise InvalidArgument("config.audio_format.channels", "only mono (1) audio is accepted")
-        if audio_format.encoding not in common_pb2.AudioEncoding.values():
-            raise InvalidArgument("config.audio_format.encoding", f"unknown encoding value {audio_format.encoding}")
+        encoding = mono_encoding(audio_format)
         check_text(config.session_id, "config.session_id", 128)
-        return audio_format.encoding or common_pb2.AUDIO_ENCODING_LINEAR16
+        return encoding
 
     def _new_stream(self) -> _Stream:
         recognizer = self.recognizer

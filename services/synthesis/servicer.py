@@ -15,7 +15,7 @@ import numpy as np
 from emoloop.models.audio import Resampler
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.tts import TtsEngine, load_engine
-from emoloop.services.convert import check_text, emotion_name, emotion_value, encode_audio
+from emoloop.services.convert import check_text, emotion_name, emotion_value, encode_audio, mono_encoding
 from emoloop.services.server import InvalidArgument, Unavailable, rpc_errors
 from emoloop.v1 import common_pb2, synthesis_pb2, synthesis_pb2_grpc
 
@@ -96,10 +96,7 @@ class SynthesisServicer(synthesis_pb2_grpc.SynthesisServiceServicer):
                 "config.audio_format.sample_rate_hz",
                 f"{audio_format.sample_rate_hz} Hz is not offered; use 0 (native) or one of {SAMPLE_RATES_HZ}",
             )
-        if audio_format.encoding not in common_pb2.AudioEncoding.values():
-            raise InvalidArgument("config.audio_format.encoding", f"unknown encoding value {audio_format.encoding}")
-        if audio_format.channels not in (0, 1):
-            raise InvalidArgument("config.audio_format.channels", "only mono (1) audio is produced")
+        encoding = mono_encoding(audio_format)
         check_text(config.turn_id, "config.turn_id", 128)
         return Request(
             engine=engine,
@@ -107,7 +104,7 @@ class SynthesisServicer(synthesis_pb2_grpc.SynthesisServiceServicer):
             voice=voice,
             emotion=emotion,
             sample_rate_hz=audio_format.sample_rate_hz,
-            encoding=audio_format.encoding or common_pb2.AUDIO_ENCODING_LINEAR16,
+            encoding=encoding,
             turn_id=config.turn_id,
         )
 
