@@ -28,7 +28,7 @@ from emoloop.client.ser import SerStream, Utterance
 from emoloop.client.wavio import read_wav
 from emoloop.models.audio import resample
 from emoloop.models.features import FeatureExtractor
-from emoloop.models.ser import DEFAULT_CHECKPOINT, SerRecognizer, count_parameters, sidecar_path
+from emoloop.models.ser import DEFAULT_CHECKPOINT, SerRecognizer, sidecar_path
 from emoloop.models.tts import espeak_lib
 from emoloop.models.vad import Endpointer, SileroVad, UtteranceEnd, VadConfig
 from emoloop.v1 import ser_pb2_grpc
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "### The service process and the model",
         "",
         f"- SER service RSS: {idle_mb:.0f} MB after loading, peak {peak_mb:.0f} MB after the stream (VmHWM)",
-        f"- parameters: {count_parameters(recognizer.checkpoint.model):,}",
+        f"- parameters: {recognizer.checkpoint.sidecar['parameters']:,}",
         "- held-out voices (from the checkpoint's sidecar, written by `make train-ser`): "
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)),
     ]

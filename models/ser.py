@@ -1,51 +1,31 @@
-"""Speech emotion recognition: a CNN-BiLSTM over feature frames, its checkpoint, streaming use and export.
+"""Speech emotion recognition at run time: a checkpoint's model on a backend, per-stream state, results.
 
-The model reads normalised [T, 82] feature rows (see features.py) at 100 frames/s and keeps that rate: a
-few 1-D convolutions over time (the 82 features are the channels) give each frame ±2 frames of context per
-block, a 2-layer BiLSTM gives it the utterance, and a linear head gives every frame six emotion logits plus
-one salience score. The utterance decision is *attention pooling over the frame logits*: a softmax of the
-salience scores over the valid frames weights the frame logits (`pool`). Emotion is carried by a few
-salient stretches (a stressed word, a laugh), which a plain mean dilutes; pooling the frame logits rather
-than hidden states keeps frame and utterance outputs in the same space, so the interim per-frame
-posteriors a stream shows are the very numbers the utterance result is made of. Training adds a
-frame-level loss so that those frame posteriors are meaningful on their own (the policy uses their
-mean, max and spread).
-
-A checkpoint is a state-dict file plus a JSON sidecar beside it (labels, sample rate, feature config,
-normaliser statistics, model config, training config, data description, metrics); loading refuses a
-sidecar whose labels or feature parameters differ from this build's, naming the field.
-
-Run time: `SerRecognizer` wraps a checkpoint and a backend (torch, ONNX Runtime, or Core ML on macOS);
-`SerStream` is one audio stream's state. It runs the model on a sliding window of at most
-`window_frames` frames, so the cost of a block does not grow with the stream, and keeps at most
-`max_utterance_frames` frames for the utterance result. This module never imports gRPC or training code.
+`SerRecognizer` wraps a checkpoint (see ser_model.py for the network and its files) and a backend: ONNX
+Runtime (default; runs the shipped `.onnx` file and never imports torch, which keeps the SER service about
+180 MB smaller), torch (cuda / mps / cpu) or Core ML (macOS). `SerStream` is one audio stream's state. It
+runs the model on a sliding window of at most `window_frames` frames, so the cost of a block does not grow
+with the stream, and keeps at most `max_utterance_frames` frames for the utterance result. Loading refuses a
+sidecar whose labels or feature parameters differ from this build's, or an ONNX file that is not the one
+the sidecar was written with, naming the field. This module never imports gRPC, torch or training code.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import io
-import itertools
+import hashlib
 import json
 import platform
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureNormalizer
 
-SIDECAR_FORMAT = 1
-ONNX_OPSET = 17
-
+SIDECAR_FORMAT = 2  # 2: the ONNX export is a file beside the state dict, with its hash in the sidecar
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "ser" / "ser.pt"
 """The shipped model, trained by `make train-ser` on emoloop's generated acted-emotion data (see README)."""
@@ -85,150 +65,31 @@ class SerConfig:
         return cls(**values)
 
 
-def frame_mask(lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """[B, T] bool, True on the first lengths[b] frames of row b."""
-    return torch.arange(n_frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
-class _ConvBlock(nn.Module):
-    """Conv1d over time (same length, centred), ReLU, LayerNorm over channels, dropout."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, dropout: float) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel, padding=kernel // 2)
-        self.norm = nn.LayerNorm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C_in] -> [B, T, C_out]
-        y = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
-        return self.dropout(self.norm(y))
-
-
-class SerModel(nn.Module):
-    """CNN front end + BiLSTM + linear head: frame logits at the feature frame rate."""
-
-    def __init__(self, config: SerConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or SerConfig()
-        c = self.config
-        widths = (c.n_features, *c.conv_channels)
-        self.convs = nn.ModuleList(_ConvBlock(i, o, c.conv_kernel, c.dropout) for i, o in itertools.pairwise(widths))
-        self.lstm = nn.LSTM(
-            c.conv_channels[-1],
-            c.lstm_hidden,
-            num_layers=c.lstm_layers,
-            batch_first=True,
-            bidirectional=True,
-            dropout=c.dropout if c.lstm_layers > 1 else 0.0,
-        )
-        self.dropout = nn.Dropout(c.dropout)
-        # n_classes logits plus one salience score per frame, the latter used only by `pool`.
-        self.head = nn.Linear(2 * c.lstm_hidden, c.n_classes + 1)
-
-    def frame_outputs(
-        self, features: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame logits [B, T, n_classes] and salience scores [B, T] for normalised features [B, T, F].
-
-        With `lengths`, frames past each row's length are padding: they are zeroed between blocks and
-        the LSTM runs packed, so valid frames get exactly the outputs they would get unpadded.
-        """
-        mask = None if lengths is None else frame_mask(lengths, features.shape[1])[..., None].to(features.dtype)
-        x = features
-        for block in self.convs:
-            x = block(x if mask is None else x * mask)
-        if mask is not None:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            x = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=features.shape[1])[0]
-        else:
-            x = self.lstm(x)[0]
-        out = self.head(self.dropout(x))
-        return out[..., :-1], out[..., -1]
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Frame logits [B, T, n_classes]."""
-        return self.frame_outputs(features, lengths)[0]
-
-
-def pool(frame_logits: torch.Tensor, scores: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Utterance logits [B, C]: frame logits weighted by a softmax of the salience scores over valid frames."""
-    if lengths is not None:
-        scores = scores.masked_fill(~frame_mask(lengths, scores.shape[1]), float("-inf"))
-    weights = torch.softmax(scores, dim=1)
-    return (weights[..., None] * frame_logits).sum(dim=1)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple MPS, then CPU; an explicit device that is not available is an error."""
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    if name not in available:
-        raise ValueError(f"device: unknown device {name!r}; expected auto, cpu, cuda or mps")
-    if not available[name]:
-        raise ValueError(f"device: {name} is not available on this machine")
-    return torch.device(name)
-
-
 # --- checkpoint -------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Checkpoint:
-    """A loaded model with everything needed to feed it: feature config and normaliser."""
+    """A checked checkpoint's sidecar: what is needed to feed its model, and where its weights are."""
 
-    model: SerModel
+    path: Path  # the state dict (.pt); the ONNX export and the sidecar sit beside it
+    config: SerConfig
     feature_config: FeatureConfig
     normalizer: FeatureNormalizer
     sidecar: dict[str, Any]
-    device: torch.device
 
 
 def sidecar_path(checkpoint_path: Path) -> Path:
     return Path(checkpoint_path).with_suffix(".json")
 
 
-def save_checkpoint(
-    path: Path,
-    model: SerModel,
-    normalizer: FeatureNormalizer,
-    feature_config: FeatureConfig,
-    training: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> Path:
-    """Write the state dict to `path` and the sidecar to `path` with a .json suffix; returns the sidecar."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    sidecar = {
-        "format": SIDECAR_FORMAT,
-        "labels": list(EMOTIONS),
-        "sample_rate_hz": feature_config.sample_rate_hz,
-        "feature_config": feature_config.to_dict(),
-        "normalizer": normalizer.to_dict(),
-        "model_config": model.config.to_dict(),
-        "parameters": count_parameters(model),
-        "training": training or {},
-        "data": data or {},
-        "metrics": metrics or {},
-    }
-    out = sidecar_path(path)
-    out.write_text(json.dumps(sidecar, indent=2) + "\n")
-    return out
+def onnx_path(checkpoint_path: Path) -> Path:
+    return Path(checkpoint_path).with_suffix(".onnx")
 
 
 def check_sidecar(sidecar: dict[str, Any], feature_config: FeatureConfig | None = None) -> None:
     """Raise ValueError naming the field when the sidecar does not fit this build (and these features)."""
-    for field in ("labels", "sample_rate_hz", "feature_config", "normalizer", "model_config"):
+    for field in ("labels", "sample_rate_hz", "feature_config", "normalizer", "model_config", "onnx_sha256"):
         if field not in sidecar:
             raise ValueError(f"{field}: missing from the checkpoint sidecar")
     if sidecar.get("format") != SIDECAR_FORMAT:
@@ -249,87 +110,18 @@ def check_sidecar(sidecar: dict[str, Any], feature_config: FeatureConfig | None 
         raise ValueError(f"model_config.n_classes: {config.n_classes} != {len(EMOTIONS)} labels")
 
 
-def load_checkpoint(path: Path, device: str = "auto", feature_config: FeatureConfig | None = None) -> Checkpoint:
-    """Load a checkpoint after checking its sidecar against this build and `feature_config` (default: defaults)."""
+def read_checkpoint(path: Path, feature_config: FeatureConfig | None = None) -> Checkpoint:
+    """Read and check a checkpoint's sidecar against this build and `feature_config` (default: defaults)."""
     path = Path(path)
     sidecar = json.loads(sidecar_path(path).read_text())
     check_sidecar(sidecar, feature_config)
-    target = select_device(device)
-    model = SerModel(SerConfig.from_dict(sidecar["model_config"]))
-    model.load_state_dict(torch.load(path, map_location=target, weights_only=True))
-    model.to(target).eval()
     return Checkpoint(
-        model=model,
+        path=path,
+        config=SerConfig.from_dict(sidecar["model_config"]),
         feature_config=FeatureConfig.from_dict(sidecar["feature_config"]),
         normalizer=FeatureNormalizer.from_dict(sidecar["normalizer"]),
         sidecar=sidecar,
-        device=target,
     )
-
-
-# --- export -----------------------------------------------------------------------------------------
-
-
-class _Exportable(nn.Module):
-    """The unpadded inference path (no lengths) of a CPU copy in eval mode: features -> (logits, scores)."""
-
-    def __init__(self, model: SerModel) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model).cpu()
-        self.eval()
-
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.frame_outputs(features)
-
-
-def export_onnx(model: SerModel, path: Path | io.BytesIO) -> None:
-    """ONNX graph `features [batch, time, 82] -> frame_logits [batch, time, 6], scores [batch, time]`.
-
-    Uses the TorchScript exporter (`dynamo=False`, deprecated but working in torch 2.13): the torch.export
-    exporter (with onnxscript) fixes the outputs' time axis to the example's length for this LSTM. Its
-    warnings are silenced because none applies: an LSTM exported this way failing at other batch sizes (the
-    initial states are zeros shaped from the input; the tests run batch 3), the tracer freezing the LSTM's
-    input-size checks (the feature size is fixed), and the exporter's own deprecation notices.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            _Exportable(model),
-            (torch.zeros(1, 50, model.config.n_features),),
-            path,
-            input_names=["features"],
-            output_names=["frame_logits", "scores"],
-            dynamic_axes={
-                "features": {0: "batch", 1: "time"},
-                "frame_logits": {0: "batch", 1: "time"},
-                "scores": {0: "batch", 1: "time"},
-            },
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
-
-
-def export_coreml(model: SerModel, path: Path | None = None, max_frames: int = 2000) -> Any:
-    """Convert to a Core ML ML Program (time axis 1..max_frames); save it as .mlpackage when `path` is given.
-
-    Conversion runs anywhere coremltools installs; prediction needs macOS.
-    """
-    import coremltools as ct
-
-    traced = torch.jit.trace(_Exportable(model), torch.zeros(1, 50, model.config.n_features))
-    mlmodel = ct.convert(
-        traced,
-        inputs=[ct.TensorType(name="features", shape=(1, ct.RangeDim(1, max_frames), model.config.n_features))],
-        outputs=[ct.TensorType(name="frame_logits"), ct.TensorType(name="scores")],
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.macOS13,
-        compute_precision=ct.precision.FLOAT32,
-    )
-    if path is not None:
-        mlmodel.save(str(path))
-    return mlmodel
 
 
 # --- run time ---------------------------------------------------------------------------------------
@@ -338,28 +130,39 @@ FrameFunction = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Normalised features [T, F] float32 -> (frame logits [T, C], salience scores [T]) as numpy."""
 
 
-def _torch_backend(checkpoint: Checkpoint, num_threads: int) -> FrameFunction:
+def _torch_backend(checkpoint: Checkpoint, device: str, num_threads: int) -> FrameFunction:
+    import torch
+
+    from emoloop.models.ser_model import load_model
+
     torch.set_num_threads(num_threads)  # per process: the SER service runs one model
-    model, device = checkpoint.model.eval(), checkpoint.device
+    model = load_model(checkpoint, device)
+    target = next(model.parameters()).device
 
     def run(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            logits, scores = model.frame_outputs(torch.from_numpy(features)[None].to(device))
+            logits, scores = model.frame_outputs(torch.from_numpy(features)[None].to(target))
         return logits[0].cpu().numpy(), scores[0].cpu().numpy()
 
     return run
 
 
-def _onnx_backend(checkpoint: Checkpoint, num_threads: int) -> FrameFunction:
-    """An ONNX Runtime session on the model exported in memory, so it can never be stale."""
+def _onnx_backend(checkpoint: Checkpoint, device: str, num_threads: int) -> FrameFunction:
+    """An ONNX Runtime session (CPU) on the checkpoint's .onnx file, refused unless it is the sidecar's."""
     import onnxruntime as ort
 
-    buffer = io.BytesIO()
-    export_onnx(checkpoint.model, buffer)
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"device: the onnx backend runs on the CPU; use --backend torch for {device}")
+    path = onnx_path(checkpoint.path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint: {path} is missing (save_checkpoint writes it beside the state dict)")
+    model = path.read_bytes()
+    if hashlib.sha256(model).hexdigest() != checkpoint.sidecar["onnx_sha256"]:
+        raise ValueError(f"onnx_sha256: {path.name} is not the export this sidecar was written with")
     options = ort.SessionOptions()
     options.intra_op_num_threads = num_threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
     def run(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, scores = session.run(None, {"features": features[None]})
@@ -368,11 +171,13 @@ def _onnx_backend(checkpoint: Checkpoint, num_threads: int) -> FrameFunction:
     return run
 
 
-def _coreml_backend(checkpoint: Checkpoint, num_threads: int) -> FrameFunction:
+def _coreml_backend(checkpoint: Checkpoint, device: str, num_threads: int) -> FrameFunction:
     """Core ML schedules its own threads (and may use the GPU or Neural Engine), so num_threads is unused."""
     if platform.system() != "Darwin":
         raise ValueError("backend: coreml runs predictions only on macOS; use torch or onnx here")
-    mlmodel = export_coreml(checkpoint.model)
+    from emoloop.models.ser_model import export_coreml, load_model
+
+    mlmodel = export_coreml(load_model(checkpoint, "cpu"))
 
     def run(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = mlmodel.predict({"features": features[None]})
@@ -381,9 +186,9 @@ def _coreml_backend(checkpoint: Checkpoint, num_threads: int) -> FrameFunction:
     return run
 
 
-BACKENDS: dict[str, Callable[[Checkpoint, int], FrameFunction]] = {
-    "torch": _torch_backend,
+BACKENDS: dict[str, Callable[[Checkpoint, str, int], FrameFunction]] = {
     "onnx": _onnx_backend,
+    "torch": _torch_backend,
     "coreml": _coreml_backend,
 }
 
@@ -427,17 +232,19 @@ class SerRecognizer:
     with 2 threads competing for 2 busy cores, single calls took up to seconds.
     """
 
-    def __init__(self, checkpoint: Checkpoint, backend: str = "onnx", num_threads: int = 1) -> None:
+    def __init__(
+        self, checkpoint: Checkpoint, backend: str = "onnx", device: str = "auto", num_threads: int = 1
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         self.checkpoint = checkpoint
         self.backend = backend
-        self.frame_function = BACKENDS[backend](checkpoint, num_threads)
+        self.frame_function = BACKENDS[backend](checkpoint, device, num_threads)
 
     @classmethod
     def load(cls, path: Path, backend: str = "onnx", device: str = "auto", num_threads: int = 1) -> SerRecognizer:
-        """Load a checkpoint (ONNX Runtime and Core ML run on the CPU copy of the model)."""
-        return cls(load_checkpoint(path, device="cpu" if backend != "torch" else device), backend, num_threads)
+        """Read a checkpoint and start its backend (`device` applies to torch; ONNX Runtime runs on the CPU)."""
+        return cls(read_checkpoint(path), backend, device, num_threads)
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
         return self.checkpoint.normalizer.apply(features)
@@ -493,7 +300,7 @@ class SerStream:
         self.window_frames = window_frames
         self.run_every_frames = run_every_frames
         self.max_utterance_frames = max_utterance_frames
-        self._n_features = recognizer.checkpoint.model.config.n_features
+        self._n_features = recognizer.checkpoint.config.n_features
         self._frames_seen = 0  # since the stream began, across utterances
         self.reset()
 

@@ -22,7 +22,8 @@ import torch
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureExtractor, FeatureNormalizer
-from emoloop.models.ser import SerModel, load_checkpoint, pool
+from emoloop.models.ser import read_checkpoint
+from emoloop.models.ser_model import SerModel, load_model, pool
 from emoloop.training.corpora import (
     CORPORA,
     ManifestRow,
@@ -40,13 +41,13 @@ def predict(
     model: SerModel,
     normalizer: FeatureNormalizer,
     features: list[np.ndarray],
-    device: torch.device,
     batch_size: int = 16,
 ) -> np.ndarray:
     """Utterance posteriors [N, C] for raw feature arrays, batched by similar length with padding."""
     order = np.argsort([len(f) for f in features])
     probabilities = np.zeros((len(features), model.config.n_classes), dtype=np.float32)
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -172,14 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     args = parser.parse_args(argv)
 
-    checkpoint = load_checkpoint(args.checkpoint, args.device)
+    checkpoint = read_checkpoint(args.checkpoint)
+    model = load_model(checkpoint, args.device)
     scan = load_corpus(args.data, args.corpus)
     print(scan.summary())
     if args.noise_snr_db is None:
         features = cached_features(scan.rows, checkpoint.feature_config, args.cache)
     else:
         features = noisy_features(scan.rows, FeatureExtractor(checkpoint.feature_config), args.noise_snr_db, args.seed)
-    probabilities = predict(checkpoint.model, checkpoint.normalizer, features, checkpoint.device)
+    probabilities = predict(model, checkpoint.normalizer, features)
     y_true = np.array([EMOTIONS.index(r.emotion) for r in scan.rows])
     majority = checkpoint.sidecar["data"].get("majority_emotion", EMOTIONS[np.bincount(y_true).argmax()])
     metrics = compute_metrics(y_true, probabilities.argmax(axis=1), EMOTIONS.index(majority))

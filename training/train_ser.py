@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureNormalizer
-from emoloop.models.ser import SerConfig, SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
+from emoloop.models.ser import SerConfig
+from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
 from emoloop.training.corpora import (
     CORPORA,
     ManifestRow,
@@ -171,7 +172,7 @@ def fit(
     best_uar, best_state, since_best, history = -1.0, None, 0, []
     for epoch in range(1, config.epochs + 1):
         loss = train_epoch(model, optimizer, train_features, train[1], weights, config, rng, device)
-        predicted = predict(model, normalizer, val[0], device).argmax(axis=1)
+        predicted = predict(model, normalizer, val[0]).argmax(axis=1)
         uar = compute_metrics(val[1], predicted, majority=0)["uar"]
         history.append({"epoch": epoch, "train_loss": loss, "val_uar": uar})
         improved = uar > best_uar
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = describe(rows, split, scan.dropped)
     test_features, test_labels = parts["test"]
-    predicted = predict(model, normalizer, test_features, device).argmax(axis=1)
+    predicted = predict(model, normalizer, test_features).argmax(axis=1)
     metrics = compute_metrics(test_labels, predicted, EMOTIONS.index(data["majority_emotion"]))
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint",
         type=Path,
         default=Path(os.environ.get("EMOLOOP_SER_CHECKPOINT", DEFAULT_CHECKPOINT)),
-        help="SER checkpoint (.pt with its .json sidecar; env EMOLOOP_SER_CHECKPOINT); default: the shipped model",
+        help="SER checkpoint: the .pt, with its .onnx and .json beside it (env EMOLOOP_SER_CHECKPOINT); "
+        "default: the shipped model",
     )
     parser.add_argument(
         "--backend",

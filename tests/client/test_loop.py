@@ -25,7 +25,7 @@ from emoloop.client.session import Conversation, FileSink, Stubs, converse, keep
 from emoloop.client.synthesis import SpeechChunk
 from emoloop.client.wavio import read_wav, write_wav
 from emoloop.models.features import FeatureConfig
-from emoloop.models.ser import save_checkpoint
+from emoloop.models.ser_model import save_checkpoint
 from emoloop.services.policy.servicer import default_servicer
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.services.synthesis.servicer import SynthesisServicer

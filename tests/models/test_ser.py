@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +14,13 @@ import torch
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureExtractor, FeatureNormalizer
-from emoloop.models.ser import (
-    Checkpoint,
-    SerConfig,
+from emoloop.models.ser import Checkpoint, SerConfig, SerRecognizer, onnx_path, read_checkpoint
+from emoloop.models.ser_model import (
     SerModel,
-    SerRecognizer,
     count_parameters,
     export_coreml,
     export_onnx,
-    load_checkpoint,
+    load_model,
     pool,
     save_checkpoint,
     select_device,
@@ -40,8 +40,12 @@ def fitted_normalizer(seed: int = 0) -> FeatureNormalizer:
     return FeatureNormalizer.fit([rng.normal(-5.0, 3.0, (200, 82))])
 
 
-def tiny_checkpoint(seed: int = 0) -> Checkpoint:
-    return Checkpoint(tiny_model(seed), FeatureConfig(), fitted_normalizer(seed), {}, torch.device("cpu"))
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
+    """A tiny untrained model saved as a real checkpoint (state dict, ONNX export, sidecar)."""
+    path = tmp_path_factory.mktemp("tiny") / "ser.pt"
+    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
+    return read_checkpoint(path)
 
 
 def raw_features(n_frames: int, seed: int = 1) -> np.ndarray:
@@ -85,10 +89,10 @@ def test_checkpoint_round_trip_keeps_outputs_and_records_its_context(tmp_path: P
         tmp_path / "ser.pt", model, normalizer, FeatureConfig(), {"seed": 3}, {"corpora": ["x"]}, {"uar": 0.5}
     )
 
-    loaded = load_checkpoint(tmp_path / "ser.pt", device="cpu")
+    loaded = read_checkpoint(tmp_path / "ser.pt")
 
     x = torch.randn(2, 30, 82)
-    torch.testing.assert_close(loaded.model(x), model(x))
+    torch.testing.assert_close(load_model(loaded, "cpu")(x), model(x))
     np.testing.assert_allclose(loaded.normalizer.mean, normalizer.mean)
     stored = json.loads(sidecar.read_text())
     assert stored["labels"] == list(EMOTIONS) and stored["sample_rate_hz"] == 16000
@@ -105,6 +109,8 @@ def test_checkpoint_round_trip_keeps_outputs_and_records_its_context(tmp_path: P
         ("sample_rate_hz", lambda s: s.update(sample_rate_hz=22050)),
         ("model_config", lambda s: s["model_config"].update(attention="yes")),
         ("normalizer", lambda s: s.pop("normalizer")),
+        ("onnx_sha256", lambda s: s.pop("onnx_sha256")),
+        ("format", lambda s: s.update(format=1)),
     ],
 )
 def test_a_sidecar_that_does_not_fit_is_refused_naming_the_field(tmp_path: Path, field: str, edit) -> None:
@@ -113,13 +119,34 @@ def test_a_sidecar_that_does_not_fit_is_refused_naming_the_field(tmp_path: Path,
     edit(stored)
     sidecar.write_text(json.dumps(stored))
     with pytest.raises(ValueError, match=field):
-        load_checkpoint(tmp_path / "ser.pt", device="cpu")
+        read_checkpoint(tmp_path / "ser.pt")
 
 
 def test_a_checkpoint_is_refused_for_features_computed_differently(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ser.pt", tiny_model(), fitted_normalizer(), FeatureConfig())
     with pytest.raises(ValueError, match=r"feature_config: .*f0_max_hz"):
-        load_checkpoint(tmp_path / "ser.pt", device="cpu", feature_config=FeatureConfig(f0_max_hz=500.0))
+        read_checkpoint(tmp_path / "ser.pt", feature_config=FeatureConfig(f0_max_hz=500.0))
+
+
+def test_the_onnx_backend_refuses_a_missing_or_foreign_onnx_file(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "ser.pt", tiny_model(0), fitted_normalizer(), FeatureConfig())
+    save_checkpoint(tmp_path / "other.pt", tiny_model(1), fitted_normalizer(), FeatureConfig())
+    onnx_path(tmp_path / "other.pt").replace(onnx_path(tmp_path / "ser.pt"))
+    with pytest.raises(ValueError, match=r"onnx_sha256: ser\.onnx is not the export"):
+        SerRecognizer.load(tmp_path / "ser.pt")
+    onnx_path(tmp_path / "ser.pt").unlink()
+    with pytest.raises(ValueError, match=r"checkpoint: .*ser\.onnx is missing"):
+        SerRecognizer.load(tmp_path / "ser.pt")
+    SerRecognizer.load(tmp_path / "ser.pt", backend="torch", device="cpu")  # the state dict alone still serves torch
+
+
+def test_the_onnx_backend_runs_without_importing_torch(tiny_checkpoint: Checkpoint) -> None:
+    code = (
+        "import sys; from emoloop.models.ser import SerRecognizer; import numpy as np\n"
+        f"r = SerRecognizer.load({str(tiny_checkpoint.path)!r})\n"
+        "r.recognize(np.zeros((50, 82), np.float32)); assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_device_selection() -> None:
@@ -134,8 +161,8 @@ def test_device_selection() -> None:
         select_device("tpu")
 
 
-def test_recognize_gives_a_distribution_and_frame_statistics() -> None:
-    result = SerRecognizer(tiny_checkpoint()).recognize(raw_features(120))
+def test_recognize_gives_a_distribution_and_frame_statistics(tiny_checkpoint: Checkpoint) -> None:
+    result = SerRecognizer(tiny_checkpoint).recognize(raw_features(120))
 
     assert result.emotion == EMOTIONS[int(np.argmax(result.probabilities))]
     assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
@@ -145,8 +172,8 @@ def test_recognize_gives_a_distribution_and_frame_statistics() -> None:
     assert np.all(result.frame_max >= result.frame_mean) and np.all(result.frame_std >= 0)
 
 
-def test_stream_work_per_run_is_bounded_and_every_frame_gets_a_posterior() -> None:
-    recognizer = SerRecognizer(tiny_checkpoint())
+def test_stream_work_per_run_is_bounded_and_every_frame_gets_a_posterior(tiny_checkpoint: Checkpoint) -> None:
+    recognizer = SerRecognizer(tiny_checkpoint)
     model_inputs: list[int] = []
     run_model = recognizer.frame_function
 
@@ -166,9 +193,11 @@ def test_stream_work_per_run_is_bounded_and_every_frame_gets_a_posterior() -> No
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
-def test_utterance_result_from_the_stream_equals_the_whole_utterance_run(backend: str) -> None:
+def test_utterance_result_from_the_stream_equals_the_whole_utterance_run(
+    backend: str, tiny_checkpoint: Checkpoint
+) -> None:
     """Within the look-back the stream's utterance result is the whole-utterance run (tolerance 1e-5)."""
-    recognizer = SerRecognizer(tiny_checkpoint(), backend=backend)
+    recognizer = SerRecognizer(tiny_checkpoint, backend=backend)
     audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 2).astype(np.float32)
     extractor, stream = FeatureExtractor(), recognizer.stream(window_frames=100, max_utterance_frames=300)
     for start in range(0, audio.size, 512):
@@ -183,8 +212,8 @@ def test_utterance_result_from_the_stream_equals_the_whole_utterance_run(backend
     assert stream.finish() is None  # finish starts a new, empty utterance
 
 
-def test_a_long_utterance_is_judged_on_its_last_max_utterance_frames() -> None:
-    recognizer = SerRecognizer(tiny_checkpoint())
+def test_a_long_utterance_is_judged_on_its_last_max_utterance_frames(tiny_checkpoint: Checkpoint) -> None:
+    recognizer = SerRecognizer(tiny_checkpoint)
     features = raw_features(500)
     stream = recognizer.stream(window_frames=100, max_utterance_frames=300)
     stream.push(features)
@@ -195,8 +224,8 @@ def test_a_long_utterance_is_judged_on_its_last_max_utterance_frames() -> None:
     np.testing.assert_allclose(result.probabilities, recognizer.recognize(features[-300:]).probabilities, atol=1e-6)
 
 
-def test_finish_with_endpointer_bounds_judges_only_those_frames_and_keeps_the_rest() -> None:
-    recognizer = SerRecognizer(tiny_checkpoint())
+def test_finish_with_endpointer_bounds_judges_only_those_frames_and_keeps_the_rest(tiny_checkpoint: Checkpoint) -> None:
+    recognizer = SerRecognizer(tiny_checkpoint)
     features = raw_features(300)
     stream = recognizer.stream(window_frames=100, max_utterance_frames=1000)
     stream.push(features)
@@ -222,18 +251,18 @@ def test_onnx_export_has_dynamic_batch_and_time_and_matches_torch(tmp_path: Path
         np.testing.assert_allclose(scores, expected_scores.detach().numpy(), atol=ONNX_TOLERANCE)
 
 
-def test_onnx_backend_gives_the_torch_result() -> None:
+def test_onnx_backend_gives_the_torch_result(tiny_checkpoint: Checkpoint) -> None:
     pytest.importorskip("onnxruntime")
     features = raw_features(150)
-    by_torch = SerRecognizer(tiny_checkpoint(), backend="torch").recognize(features)
-    by_onnx = SerRecognizer(tiny_checkpoint(), backend="onnx").recognize(features)
+    by_torch = SerRecognizer(tiny_checkpoint, backend="torch").recognize(features)
+    by_onnx = SerRecognizer(tiny_checkpoint, backend="onnx").recognize(features)
     np.testing.assert_allclose(by_onnx.probabilities, by_torch.probabilities, atol=ONNX_TOLERANCE)
     np.testing.assert_allclose(by_onnx.frame_mean, by_torch.frame_mean, atol=ONNX_TOLERANCE)
 
 
-def test_unknown_backend_is_refused() -> None:
+def test_unknown_backend_is_refused(tiny_checkpoint: Checkpoint) -> None:
     with pytest.raises(ValueError, match="unknown backend 'tflite'"):
-        SerRecognizer(tiny_checkpoint(), backend="tflite")
+        SerRecognizer(tiny_checkpoint, backend="tflite")
 
 
 def test_core_ml_conversion_gives_a_package_with_the_named_inputs_and_outputs(tmp_path: Path) -> None:
@@ -246,15 +275,15 @@ def test_core_ml_conversion_gives_a_package_with_the_named_inputs_and_outputs(tm
 
 
 @pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML predicts on macOS; tested by the next test there")
-def test_core_ml_backend_is_refused_off_macos() -> None:
+def test_core_ml_backend_is_refused_off_macos(tiny_checkpoint: Checkpoint) -> None:
     with pytest.raises(ValueError, match="only on macOS"):
-        SerRecognizer(tiny_checkpoint(), backend="coreml")
+        SerRecognizer(tiny_checkpoint, backend="coreml")
 
 
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML prediction needs macOS")
-def test_core_ml_backend_gives_the_torch_result() -> None:
+def test_core_ml_backend_gives_the_torch_result(tiny_checkpoint: Checkpoint) -> None:
     pytest.importorskip("coremltools")
     features = raw_features(80)
-    by_torch = SerRecognizer(tiny_checkpoint(), backend="torch").recognize(features)
-    by_coreml = SerRecognizer(tiny_checkpoint(), backend="coreml").recognize(features)
+    by_torch = SerRecognizer(tiny_checkpoint, backend="torch").recognize(features)
+    by_coreml = SerRecognizer(tiny_checkpoint, backend="coreml").recognize(features)
     np.testing.assert_allclose(by_coreml.probabilities, by_torch.probabilities, atol=1e-3)

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emoloop.client.connect import SERVICES, connect
 from emoloop.models.features import FeatureConfig
-from emoloop.models.ser import save_checkpoint
+from emoloop.models.ser_model import save_checkpoint
 from emoloop.services.policy.servicer import default_servicer
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.services.server import RunningServer

@@ -17,7 +17,7 @@ import pytest
 
 from emoloop.models.audio import resample
 from emoloop.models.features import FeatureConfig
-from emoloop.models.ser import save_checkpoint
+from emoloop.models.ser_model import save_checkpoint
 from emoloop.models.tts import espeak_lib
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.v1 import common_pb2, ser_pb2, ser_pb2_grpc
