@@ -13,7 +13,9 @@ an *intensity* k ~ U(0.7, 1.3) scales the entry's distance from neutral (semiton
 the ratios, jitter times k), then independent noise is added (SD 0.6 semitone of pitch level; log-SD 0.10 of
 pitch range, 0.05 of rate, 0.10 of volume and of the VITS noise scales) and values are clipped to sensible
 bounds (`BOUNDS`). Neutral gets the noise only. Neighbouring emotions (happy/angry, calm/sad) therefore
-overlap, as real acting does.
+overlap, as real acting does. The same intensity scales the take's voice quality (`acting.toml`: spectral
+tilt, breathiness, tremor, harshness; see acting.py), added to the rendering: gain augmentation erases
+loudness, and pitch level means little for an unknown voice, but voice quality survives both.
 
 Each rendering (resampled to 16 kHz mono) is written `--copies` times: copy 0 with only a random gain, the
 others through random augmentation: gain U(-6, +6) dB, speed x U(0.95, 1.05) (half of them), light
@@ -25,7 +27,9 @@ Held-out TEST voices (never trained or validated on) are chosen explicitly (`TES
 and written to `test_speakers.txt` for `train_ser --test-speakers`. Written to --out: wav/<speaker>/*.wav,
 manifest.csv (path,emotion,speaker,corpus,duration_s + engine, voice, split, sentence id, augmentation,
 prosody used), test-voices/manifest.csv and test-<engine>/manifest.csv (the held-out clips only, for
-evaluate_ser), test_speakers.txt and generation.json (the settings).
+evaluate_ser), test_speakers.txt and generation.json (the settings). `--jobs N` renders N voices at a time
+in worker processes; every voice has its own random generator, so what is acted and how each copy is
+augmented do not depend on N (espeak-ng's output can differ by a few samples with the voice it spoke before).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import argparse
 import csv
 import dataclasses
 import json
+import multiprocessing
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -49,6 +55,7 @@ from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.prosody import Prosody, prosody_for
 from emoloop.models.tts import TtsEngine, load_engine
+from emoloop.training import acting
 
 SAMPLE_RATE_HZ = 16000
 SENTENCES_FILE = Path(__file__).with_name("sentences.txt")
@@ -59,7 +66,11 @@ CORPUS = "emoloop-tts"
 # accepted by espeak_SetVoiceByName, so it is left out.)
 ESPEAK_ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f3")
-KOKORO_VOICES = ("af_bella", "af_nicole", "af_sarah", "af_sky", "am_adam", "am_michael", "bf_emma", "bm_george")
+KOKORO_VOICES = (
+    *("af_alloy", "af_aoede", "af_bella", "af_jessica", "af_kore", "af_nicole", "af_nova", "af_river", "af_sarah"),
+    *("af_sky", "am_adam", "am_echo", "am_eric", "am_fenrir", "am_liam", "am_michael", "am_onyx", "am_puck"),
+    *("am_santa", "bf_alice", "bf_emma", "bf_isabella", "bf_lily", "bm_daniel", "bm_fable", "bm_george"),
+)
 PIPER_VOICE = "piper:en_US-joe-medium"
 TEST_VOICES = ("espeak:en-gb-scotland+f4", "espeak:en-029+m6", "kokoro:af_heart", "kokoro:bm_lewis", PIPER_VOICE)
 DEFAULT_VOICES = (
@@ -119,10 +130,9 @@ def read_sentences(path: Path = SENTENCES_FILE) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def vary_prosody(entry: Prosody, rng: np.random.Generator) -> Prosody:
-    """One actor's take on a table entry: intensity-scaled distance from neutral plus independent noise."""
+def vary_prosody(entry: Prosody, k: float, rng: np.random.Generator) -> Prosody:
+    """One actor's take on a table entry: distance from neutral scaled by intensity `k`, plus independent noise."""
     neutral = prosody_for("neutral")
-    k = rng.uniform(*INTENSITY)
     values = {}
     for field in dataclasses.fields(Prosody):
         name, base, centre = field.name, getattr(entry, field.name), getattr(neutral, field.name)
@@ -208,76 +218,107 @@ def speaker_rng(seed: int, speaker: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(speaker.encode())])
 
 
-def load_engines(names: set[str], seed: int) -> dict[str, TtsEngine]:
-    options = {"piper": {"seed": seed}, "kokoro": {"seed": seed, "threads": 1}, "espeak": {}}
-    return {name: load_engine(name, **options[name]) for name in sorted(names)}
+@dataclass(frozen=True)
+class Take:
+    """What was acted in one clip: the label, the sentence, the copy and the acting drawn for it."""
+
+    emotion: str
+    sentence_id: int
+    copy: int
+    intensity: float
+    prosody: Prosody
+    quality: acting.VoiceQuality
+
+
+_ENGINES: dict[str, TtsEngine] = {}
+
+
+def engine_for(name: str, seed: int) -> TtsEngine:
+    """The engine in this (worker) process, loaded once: each worker renders whole voices."""
+    if name not in _ENGINES:
+        options = {"piper": {"seed": seed}, "kokoro": {"seed": seed, "threads": 1}, "espeak": {}}
+        _ENGINES[name] = load_engine(name, **options[name])
+    return _ENGINES[name]
 
 
 def sentence_counts(args: argparse.Namespace) -> dict[str, int]:
     return {"espeak": args.sentences, "piper": args.piper_sentences, "kokoro": args.kokoro_sentences}
 
 
-def generate(args: argparse.Namespace) -> list[dict[str, object]]:
-    """Render every voice x sentence x emotion x copy; returns the manifest rows."""
-    sentences = read_sentences(args.sentences_file)
-    voices = [v for v in args.voices if v.split(":")[0] in args.engines]
-    engines = load_engines({v.split(":")[0] for v in voices}, args.seed)
-    counts = sentence_counts(args)
-    jobs = [(v, i) for v in voices for i in range(min(counts[v.split(":")[0]], len(sentences)))]
-    rows: list[dict[str, object]] = []
-    progress = tqdm(total=len(jobs) * len(EMOTIONS), desc="render", unit="utt")
-    for speaker in voices:
-        engine_name, voice = speaker.split(":", 1)
-        rng = speaker_rng(args.seed, speaker)
-        chosen = rng.choice(len(sentences), size=min(counts[engine_name], len(sentences)), replace=False)
-        folder = args.out / "wav" / speaker.replace(":", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        for sentence_id in sorted(int(i) for i in chosen):
-            for emotion in EMOTIONS:
-                prosody = vary_prosody(prosody_for(emotion), rng)
-                audio = render(engines[engine_name], sentences[sentence_id], emotion, voice, prosody)
-                for copy in range(args.copies):
-                    settings = draw_augmentation(rng, clean=copy == 0)
-                    clip = augment(audio, settings, rng)
-                    path = folder / f"{emotion}_s{sentence_id:03d}_c{copy}.wav"
-                    soundfile.write(path, clip, SAMPLE_RATE_HZ, subtype="PCM_16")
-                    rows.append(
-                        manifest_row(path, args.out, emotion, speaker, sentence_id, copy, settings, prosody, args)
-                    )
-                progress.update()
-    progress.close()
+def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.Namespace) -> list[dict[str, object]]:
+    """Every chosen sentence x emotion x copy of one voice; its own generator makes it independent of the rest."""
+    engine_name, voice = speaker.split(":", 1)
+    engine = engine_for(engine_name, args.seed)
+    rng = speaker_rng(args.seed, speaker)
+    chosen = rng.choice(len(sentences), size=min(count, len(sentences)), replace=False)
+    folder = args.out / "wav" / speaker.replace(":", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for sentence_id in sorted(int(i) for i in chosen):
+        for emotion in EMOTIONS:
+            intensity = rng.uniform(*INTENSITY)
+            prosody = vary_prosody(prosody_for(emotion), intensity, rng)
+            quality = acting.vary(emotion, intensity, rng)
+            # Noise whose length follows the audio draws from a child generator, so that the takes and
+            # augmentations drawn from `rng` do not depend on how long the engine's rendering came out.
+            audio = render(engine, sentences[sentence_id], emotion, voice, prosody)
+            audio = acting.act(audio, quality, rng.spawn(1)[0])
+            for copy in range(args.copies):
+                settings = draw_augmentation(rng, clean=copy == 0)
+                path = folder / f"{emotion}_s{sentence_id:03d}_c{copy}.wav"
+                clip = augment(audio, settings, rng.spawn(1)[0])
+                soundfile.write(path, clip, SAMPLE_RATE_HZ, subtype="PCM_16")
+                take = Take(emotion, sentence_id, copy, intensity, prosody, quality)
+                rows.append(manifest_row(path, args.out, speaker, take, settings, args))
     return rows
 
 
+def generate(args: argparse.Namespace) -> list[dict[str, object]]:
+    """Render every voice (in --jobs worker processes); returns the manifest rows in voice order."""
+    sentences = read_sentences(args.sentences_file)
+    voices = [v for v in args.voices if v.split(":")[0] in args.engines]
+    counts = sentence_counts(args)
+    per_voice = {v: min(counts[v.split(":")[0]], len(sentences)) * len(EMOTIONS) for v in voices}
+    progress = tqdm(total=sum(per_voice.values()), desc="render", unit="utt")
+    results: dict[str, list[dict[str, object]]] = {}
+    if args.jobs == 1:
+        for v in voices:
+            results[v] = render_voice(v, sentences, counts[v.split(":")[0]], args)
+            progress.update(per_voice[v])
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(render_voice, v, sentences, counts[v.split(":")[0]], args): v for v in voices}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                progress.update(per_voice[futures[future]])
+    progress.close()
+    return [row for v in voices for row in results[v]]
+
+
 def manifest_row(
-    path: Path,
-    root: Path,
-    emotion: str,
-    speaker: str,
-    sentence_id: int,
-    copy: int,
-    settings: Augmentation,
-    prosody: Prosody,
-    args: argparse.Namespace,
+    path: Path, root: Path, speaker: str, take: Take, settings: Augmentation, args: argparse.Namespace
 ) -> dict[str, object]:
     engine, voice = speaker.split(":", 1)
     return {
         "path": str(path.relative_to(root)),
-        "emotion": emotion,
+        "emotion": take.emotion,
         "speaker": speaker,
         "corpus": CORPUS,
         "duration_s": f"{soundfile.info(path).duration:.3f}",
         "engine": engine,
         "voice": voice,
         "split": "test" if speaker in args.test_voices else "train/val",
-        "sentence_id": sentence_id,
-        "copy": copy,
+        "sentence_id": take.sentence_id,
+        "copy": take.copy,
         "augmentation": settings.label,
         "snr_db": "" if settings.snr_db is None else f"{settings.snr_db:g}",
         "gain_db": f"{settings.gain_db:.2f}",
         "speed": f"{settings.speed:.4f}",
         "rt60_s": f"{settings.rt60_s:.3f}",
-        **{f"prosody_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(prosody).items()},
+        "intensity": f"{take.intensity:.3f}",
+        **{f"prosody_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(take.prosody).items()},
+        **{f"acting_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(take.quality).items()},
     }
 
 
@@ -314,6 +355,8 @@ def write_outputs(rows: list[dict[str, object]], args: argparse.Namespace, secon
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "wall_time_s": round(seconds, 1),
         "prosody_variation": {"intensity": INTENSITY, "pitch_sd_semitones": PITCH_SD_SEMITONES, "log_sd": LOG_SD},
+        "acting": {name: dataclasses.asdict(q) for name, q in acting.load_table()[0].items()},
+        "acting_variation": dataclasses.asdict(acting.load_table()[1]),
         "bounds": BOUNDS,
         "augmentation": {
             "gain_db": GAIN_DB,
@@ -338,11 +381,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Render acted-emotion speech from emoloop's offline voices, with augmentation and a manifest.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory (created)")
-    parser.add_argument("--sentences", type=int, default=12, help="sentences per espeak voice (default 12)")
+    parser.add_argument("--sentences", type=int, default=10, help="sentences per espeak voice (default 10)")
     parser.add_argument("--piper-sentences", type=int, default=24, help="sentences for the Piper voice (default 24)")
-    parser.add_argument("--kokoro-sentences", type=int, default=6, help="sentences per Kokoro voice (default 6)")
+    parser.add_argument("--kokoro-sentences", type=int, default=8, help="sentences per Kokoro voice (default 8)")
     parser.add_argument("--copies", type=int, default=2, help="copies per rendering: 1 clean + augmented (default 2)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes, one voice each at a time (default 1)")
     parser.add_argument("--engines", type=_names, default=["espeak", "piper", "kokoro"], help="comma-separated")
     parser.add_argument("--voices", type=_names, default=list(DEFAULT_VOICES), help="comma-separated engine:voice")
     parser.add_argument("--test-voices", type=_names, default=list(TEST_VOICES), help="held-out engine:voice list")
@@ -350,6 +394,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.copies < 1:
         parser.error("--copies must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     unknown = [v for v in args.voices if ":" not in v or v.split(":")[0] not in ("espeak", "piper", "kokoro")]
     if unknown:
         parser.error(f"--voices: not engine:voice with a known engine: {unknown}")

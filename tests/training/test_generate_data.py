@@ -100,7 +100,7 @@ def test_emotions_differ_in_the_intended_direction(generated, rows):
 
 def test_acting_varies_around_the_table_within_bounds() -> None:
     rng = np.random.default_rng(0)
-    takes = [vary_prosody(prosody_for("happy"), rng) for _ in range(300)]
+    takes = [vary_prosody(prosody_for("happy"), rng.uniform(0.7, 1.3), rng) for _ in range(300)]
 
     shifts = np.array([t.pitch_shift_semitones for t in takes])
     assert shifts.mean() == pytest.approx(prosody_for("happy").pitch_shift_semitones, abs=0.3)
@@ -138,3 +138,13 @@ def test_speed_gain_and_reverberation(speech):
     wet = reverberate(speech, 0.4, np.random.default_rng(0))
     assert wet.size == speech.size and np.mean(wet**2) == pytest.approx(np.mean(speech**2), rel=1e-3)
     assert not np.allclose(wet, speech, atol=1e-3)
+
+
+def test_worker_processes_act_and_augment_exactly_as_one_process(tmp_path):
+    argv = ["--sentences", "1", "--engines", "espeak", "--voices", ",".join(VOICES[:2]), "--test-voices", VOICES[1]]
+    for jobs in ("1", "2"):
+        assert generate_data.main(["--out", str(tmp_path / jobs), "--jobs", jobs, *argv]) == 0
+    one, two = (list(csv.DictReader((tmp_path / jobs / "manifest.csv").open())) for jobs in ("1", "2"))
+    assert len(one) == len(two) == 2 * 6 * 2
+    for a, b in zip(one, two, strict=True):
+        assert {k: v for k, v in a.items() if k != "duration_s"} == {k: v for k, v in b.items() if k != "duration_s"}
