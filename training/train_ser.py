@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import random
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     patience: int = 6
     max_frames: int = 400
     frame_loss_weight: float = 0.3
+    time_limit_min: float = 0.0  # stop starting new epochs after this many minutes (0: no limit)
     grad_clip: float = 5.0
     seed: int = 13
     val_fraction: float = 0.15
@@ -170,6 +172,7 @@ def fit(
     weights = class_weights(train[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_uar, best_state, since_best, history = -1.0, None, 0, []
+    start = time.monotonic()
     for epoch in range(1, config.epochs + 1):
         loss = train_epoch(model, optimizer, train_features, train[1], weights, config, rng, device)
         predicted = predict(model, normalizer, val[0]).argmax(axis=1)
@@ -183,6 +186,10 @@ def fit(
         print(f"epoch {epoch}: train loss {loss:.4f}, val UAR {uar:.3f}{' (best)' if improved else ''}")
         if since_best >= config.patience:
             print(f"early stop: no better val UAR for {config.patience} epochs")
+            break
+        minutes = (time.monotonic() - start) / 60
+        if config.time_limit_min and minutes * (epoch + 1) / epoch > config.time_limit_min:
+            print(f"time limit: another epoch would end after {config.time_limit_min:g} minutes; stopping")
             break
     model.load_state_dict(best_state)
     return model, history

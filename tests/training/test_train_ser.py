@@ -126,3 +126,14 @@ def test_two_epoch_training_writes_checkpoint_report_and_confusion_matrix(tmp_pa
     by_onnx = SerRecognizer.load(out / "ser.pt", backend="onnx").recognize(features)
     by_torch = SerRecognizer.load(out / "ser.pt", backend="torch", device="cpu").recognize(features)
     np.testing.assert_allclose(by_onnx.probabilities, by_torch.probabilities, atol=1e-4)
+
+
+def test_a_time_limit_stops_before_an_epoch_that_would_overrun_it(tmp_path: Path) -> None:
+    data = crema_like_corpus(tmp_path / "data", speakers=3, per_class=1)
+    args = ["--data", str(data), "--out", str(tmp_path / "ser"), "--cache", str(tmp_path / "cache"), "--epochs", "5"]
+    limit = ["--time-limit-min", "1e-6", "--patience", "5", "--threads", "1", "--device", "cpu"]
+
+    assert train_ser.main([*args, *TINY_MODEL, *limit, "--test-speakers", "crema-d:1001"]) == 0
+
+    history = json.loads((tmp_path / "ser" / "ser.json").read_text())["training"]["history"]
+    assert len(history) == 1
