@@ -219,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+MIC_SILENT_S = 5.0  # a running input stream delivers a block every 32 ms; this long without one is a dead device
+
+
 def live(args: argparse.Namespace) -> int:
     """The live loop: microphone -> SER -> policy -> synthesis -> speaker, with barge-in, until Ctrl-C."""
     from emoloop.client.audio import Microphone, Speaker
@@ -228,18 +231,25 @@ def live(args: argparse.Namespace) -> int:
     log = TurnLog(args.log) if args.log else None
     with Speaker(args.output_device, args.host_api) as speaker, Microphone(args.input_device, args.host_api) as mic:
         conversation = Conversation(stubs, replies_from(_reply_texts(args)), SpeakerSink(speaker), _voice(args), log)
+        speaker.start()  # opened streams stay silent until started: without this live heard nothing and returned
+        mic.start()
         print(
             f"listening on {mic.device.name} ({mic.device_rate_hz} Hz), answering on {speaker.device.name}; "
             "Ctrl-C stops"
         )
         try:
-            keep_conversing(conversation, services.connect, mic.blocks(timeout_s=5.0), barge_in=not args.no_barge_in)
+            keep_conversing(
+                conversation, services.connect, mic.blocks(timeout_s=MIC_SILENT_S), barge_in=not args.no_barge_in
+            )
         except KeyboardInterrupt:
             conversation.interrupt()
             print("stopped", file=sys.stderr)
+            return 0
         finally:
             services.close()
-    return 0
+    # The loop only ends by itself when the microphone stopped delivering audio (device gone, server died).
+    print(f"error: no audio from {mic.device.name} for {MIC_SILENT_S:g} s; stopping", file=sys.stderr)
+    return 1
 
 
 def _all_serving() -> bool:
