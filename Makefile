@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python -m bench.synthesis $(BENCH_ARGS)
 	$(BIN)/python -m bench.ser $(BENCH_ARGS)
 	$(BIN)/python -m bench.policy
+	$(BIN)/python -m bench.loop $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(PROTO_DIR)/*_pb2*.py $(PROTO_DIR)/*_pb2*.pyi

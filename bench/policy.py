@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import RESULTS, append_results, free_port, machine_header, percentile, vm_hwm_mb
+from bench.common import (
+    RESULTS,
+    append_results,
+    free_port,
+    history_path,
+    machine_header,
+    percentile,
+    record_history,
+    vm_hwm_mb,
+)
 from emoloop.client.connect import connect
 from emoloop.models.policy import Policy, PolicyInput
 from emoloop.v1 import common_pb2, policy_pb2, policy_pb2_grpc
@@ -67,6 +76,13 @@ def main() -> int:
         "",
         f"Policy service peak RSS (VmHWM, its own process): {rss_mb:.0f} MB.",
     ]
+    headline = {
+        "decide_p50_us": float(np.median(decide_us)),
+        "rtt_p50_ms": float(np.median(rtt_ms)),
+        "rtt_p95_ms": percentile(rtt_ms, 95),
+        "service_peak_rss_mb": rss_mb,
+    }
+    lines += ["", *record_history("policy", "full", headline, history_path(RESULTS))]
     text = "\n".join(lines) + "\n"
     print(text)
     append_results(text, RESULTS)

@@ -22,7 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, RESULTS, append_results, free_port, load_average, machine_header, percentile, vm_hwm_mb
+from bench.common import (
+    REPO,
+    RESULTS,
+    append_results,
+    free_port,
+    history_path,
+    load_average,
+    machine_header,
+    percentile,
+    record_history,
+    vm_hwm_mb,
+)
 from emoloop.client.connect import connect
 from emoloop.client.ser import SerStream, Utterance
 from emoloop.client.wavio import read_wav
@@ -157,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         "- held-out voices (from the checkpoint's sidecar, written by `make train-ser`): "
         + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)),
     ]
+    headline = {
+        "block_p50_us": float(np.median(parts["block"])),
+        "endpoint_result_p50_ms": float(np.median(delays)),
+        "endpoint_result_p95_ms": percentile(delays, 95),
+        "service_peak_rss_mb": peak_mb,
+    }
+    lines += ["", *record_history("ser", "quick" if args.quick else "full", headline, history_path(args.results))]
     text = "\n".join(lines) + "\n"
     print(text)
     append_results(text, args.results)

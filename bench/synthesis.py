@@ -31,10 +31,12 @@ from bench.common import (
     append_results,
     current_rss_mb,
     free_port,
+    history_path,
     load_average,
     machine_header,
     peak_rss_mb,
     percentile,
+    record_history,
     vm_hwm_mb,
 )
 from bench.sentences import LONG, SHORT, VARIED
@@ -295,6 +297,22 @@ def latency_table(reports: list[dict]) -> list[str]:
     return lines
 
 
+def headline_metrics(reports: list[dict]) -> dict[str, float]:
+    """Per engine: first chunk of the short sentence (p50, p95), RTF of the long one, the service's peak RSS."""
+    metrics = {}
+    for report in reports:
+        engine, latency = report["engine"], report["latency"]
+        first = [run["first_chunk_ms"] for run in latency["6 words"]]
+        rtf = [run["total_ms"] / 1e3 / run["audio_s"] for run in latency["25 words"]]
+        metrics |= {
+            f"{engine}_first_chunk_p50_ms": percentile(first, 50),
+            f"{engine}_first_chunk_p95_ms": percentile(first, 95),
+            f"{engine}_rtf_p50": percentile(rtf, 50),
+            f"{engine}_service_rss_mb": report["service_rss_mb"],
+        }
+    return metrics
+
+
 def emotion_table(
     engine: str, prosody: dict[str, list[float]], wers: dict[str, float] | None, sentences: int
 ) -> list[str]:
@@ -455,6 +473,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "the clip's peak). A table value of no change counts as ✓ within ±0.5 st or ±10 %. WER: Whisper base int8, "
         "greedy, after lower-casing and dropping punctuation."
     )
+    mode = "quick" if args.quick else "full"
+    lines += ["", *record_history("synthesis", mode, headline_metrics(reports), history_path(args.results))]
     text = "\n".join(lines) + "\n"
     print(text)
     append_results(text, args.results)
