@@ -3,7 +3,8 @@
     python -m emoloop.training.make_samples --checkpoint models/ser/ser.pt --out samples
 
 For every emotion, a few candidate sentences are spoken by a voice the model never trained on, with the
-shipped prosody table (no random variation, no augmentation). The recogniser classifies each candidate;
+shipped prosody table and the acted voice quality of `acting.toml` at intensity 1 (no random variation,
+no augmentation). The recogniser classifies each candidate;
 the kept sample is the candidate it gets right with the highest probability (or, when it gets none right,
 the one with the highest probability for the intended emotion), and samples/README.md says which, with
 every candidate's result (printed as a Markdown table), so the selection is visible rather than hidden.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import soundfile
 
 from emoloop.models.emotions import EMOTIONS
@@ -21,6 +23,7 @@ from emoloop.models.features import FeatureExtractor
 from emoloop.models.prosody import prosody_for
 from emoloop.models.ser import SerRecognizer
 from emoloop.models.tts import load_engine
+from emoloop.training import acting
 from emoloop.training.generate_data import SAMPLE_RATE_HZ, read_sentences, render
 
 DURATION_S = (2.0, 4.0)
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         tried = []
         for sentence in candidate_sentences(args.candidates):
             audio = render(engine, sentence, emotion, voice, prosody_for(emotion))
+            audio = acting.act(audio, acting.load_table()[0][emotion], np.random.default_rng(args.seed))
             if not DURATION_S[0] <= audio.size / SAMPLE_RATE_HZ <= DURATION_S[1]:
                 continue
             result = recognizer.recognize(extractor.extract(audio))
