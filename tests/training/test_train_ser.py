@@ -137,3 +137,22 @@ def test_a_time_limit_stops_before_an_epoch_that_would_overrun_it(tmp_path: Path
 
     history = json.loads((tmp_path / "ser" / "ser.json").read_text())["training"]["history"]
     assert len(history) == 1
+
+
+def test_a_voice_change_shifts_voiced_pitch_and_stretches_the_mel_axis_only() -> None:
+    from emoloop.models.features import F0_COLUMN
+
+    rows = np.full((4, 82), -10.0, dtype=np.float32)
+    rows[:, 40] = 0.0  # a spectral peak at mel band 40
+    rows[:, F0_COLUMN] = [np.log(120.0), 0.0, np.log(200.0), 0.0]  # voiced, unvoiced, voiced, unvoiced
+    rng = np.random.default_rng(5)
+
+    changed = train_ser.change_voice(rows, rng, max_semitones=3.0, max_warp=0.08)
+
+    shift = 12 * (changed[0, F0_COLUMN] - rows[0, F0_COLUMN]) / np.log(2)
+    assert 0 < abs(shift) <= 3 and changed[2, F0_COLUMN] - rows[2, F0_COLUMN] == pytest.approx(shift * np.log(2) / 12)
+    assert changed[1, F0_COLUMN] == 0 and changed[3, F0_COLUMN] == 0  # unvoiced stays unvoiced
+    peak = int(np.argmax(changed[0, :F0_COLUMN]))
+    assert peak != 40 and 40 * 0.92 - 1 <= peak <= 40 * 1.08 + 1
+    np.testing.assert_array_equal(changed[:, 81], rows[:, 81])  # energy untouched
+    np.testing.assert_array_equal(train_ser.change_voice(rows, rng, 0.0, 0.0), rows)
