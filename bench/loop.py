@@ -40,7 +40,7 @@ from bench.common import (
     append_results,
     cpu_seconds,
     current_rss_mb,
-    free_port,
+    free_ports,
     history_path,
     load_average,
     machine_cpu_times,
@@ -310,7 +310,7 @@ class ServiceGroup:
 
     def __init__(self, procfile: Path, work: Path) -> None:
         self.commands = procfile_commands(procfile)
-        self.ports = {name: free_port() for name in SERVICE_NAMES}
+        self.ports = dict(zip(SERVICE_NAMES, free_ports(len(SERVICE_NAMES)), strict=True))
         self.env = clean_env(self.ports)
         self.logs = {name: work / f"{name}.log" for name in SERVICE_NAMES}
         self.processes: dict[str, subprocess.Popen] = {}

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import free_ports
 from emoloop.client.csvlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +25,8 @@ SERVICES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def service_ports() -> dict[str, int]:
+    return dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
 
 
 def wait_serving(port: int, service: str, deadline: float) -> bool:
@@ -43,7 +43,7 @@ def wait_serving(port: int, service: str, deadline: float) -> bool:
 
 
 def test_honcho_starts_all_services_and_ctrl_c_stops_them_without_tracebacks() -> None:
-    ports = {name: free_port() for name in SERVICES}
+    ports = service_ports()
     env = dict(os.environ, **{f"EMOLOOP_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     honcho = [sys.executable, "-m", "honcho", "start"]
     process = subprocess.Popen(
@@ -58,7 +58,9 @@ def test_honcho_starts_all_services_and_ctrl_c_stops_them_without_tracebacks() -
     try:
         deadline = time.monotonic() + 120
         for name, service in SERVICES.items():
-            assert wait_serving(ports[name], service, deadline), f"{name} never became SERVING"
+            if not wait_serving(ports[name], service, deadline):
+                os.killpg(process.pid, signal.SIGKILL)
+                pytest.fail(f"{name} never became SERVING; honcho's output:\n{process.communicate(timeout=10)[0]}")
         status = subprocess.run([sys.executable, "-m", "emoloop.client.cli", "status"], env=env, timeout=60)
         assert status.returncode == 0
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -76,7 +78,7 @@ def test_honcho_starts_all_services_and_ctrl_c_stops_them_without_tracebacks() -
 
 
 def test_emoloop_status_names_each_service_that_is_down() -> None:
-    ports = {name: free_port() for name in SERVICES}
+    ports = service_ports()
     env = dict(os.environ, **{f"EMOLOOP_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     result = subprocess.run(
         [sys.executable, "-m", "emoloop.client.cli", "status", "--timeout", "0.5"],
@@ -92,7 +94,7 @@ def test_emoloop_status_names_each_service_that_is_down() -> None:
 
 
 def test_demo_starts_the_services_runs_the_shipped_sample_and_stops_them(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in SERVICES}
+    ports = service_ports()
     env = dict(os.environ, **{f"EMOLOOP_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     out = tmp_path / "answer.wav"
     result = subprocess.run(

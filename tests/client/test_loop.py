@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 
+from bench.common import free_port
 from emoloop.client.connect import connect
 from emoloop.client.csvlog import TurnLog, read_log
 from emoloop.client.ser import SerStream
@@ -32,7 +33,6 @@ from emoloop.services.synthesis.servicer import SynthesisServicer
 from tests.conftest import started
 from tests.models.test_ser import fitted_normalizer, tiny_model
 from tests.services.test_ser_service import silence, speech
-from tests.test_procfile import free_port
 
 RATE = 16000
 EMOTIONS = {"neutral", "calm", "happy", "sad", "angry", "fearful"}

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import free_port
 from emoloop.client.connect import SERVICES, connect
 from emoloop.models.features import FeatureConfig
 from emoloop.models.ser_model import save_checkpoint
@@ -34,7 +35,6 @@ from emoloop.services.synthesis.servicer import SynthesisServicer
 from emoloop.v1 import common_pb2, policy_pb2, policy_pb2_grpc, ser_pb2_grpc, synthesis_pb2, synthesis_pb2_grpc
 from tests.conftest import started
 from tests.models.test_ser import fitted_normalizer, tiny_model
-from tests.test_procfile import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STREAM_S = 5.0

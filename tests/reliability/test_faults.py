@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
+from bench.common import free_port
 from emoloop.client.connect import connect
 from emoloop.v1 import (
     common_pb2,
@@ -38,7 +39,6 @@ from tests.reliability.conftest import (
     wait_until,
 )
 from tests.services.test_ser_service import config as ser_config
-from tests.test_procfile import free_port
 
 LONG_TEXT = " ".join(["This sentence keeps the synthesiser busy for a good while, and then some more."] * 60)
 """About 4,900 characters: just under the servicer's text limit, minutes of audio."""
