@@ -25,13 +25,11 @@ from emoloop.client.ser import SerStream
 from emoloop.client.session import Conversation, FileSink, Stubs, converse, keep_conversing, replies_from
 from emoloop.client.synthesis import SpeechChunk
 from emoloop.client.wavio import read_wav, write_wav
-from emoloop.models.features import FeatureConfig
-from emoloop.models.ser_model import save_checkpoint
 from emoloop.services.policy.servicer import default_servicer
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.services.synthesis.servicer import SynthesisServicer
 from tests.conftest import started
-from tests.models.test_ser import fitted_normalizer, tiny_model
+from tests.models.test_ser import save_tiny_checkpoint
 from tests.services.test_ser_service import silence, speech
 
 RATE = 16000
@@ -41,8 +39,7 @@ EMOTIONS = {"neutral", "calm", "happy", "sad", "angry", "fearful"}
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """All three services in one in-process server."""
-    checkpoint = tmp_path_factory.mktemp("ser") / "tiny.pt"
-    save_checkpoint(checkpoint, tiny_model(), fitted_normalizer(), FeatureConfig())
+    checkpoint = save_tiny_checkpoint(tmp_path_factory.mktemp("ser"))
     with started(
         SerServicer(checkpoint), default_servicer(), SynthesisServicer(engines=["espeak"], default_engine="espeak")
     ) as running:
@@ -152,8 +149,7 @@ def test_speaking_over_an_answer_cancels_it(tmp_path: Path, port: int) -> None:
 def test_when_the_ser_service_dies_mid_stream_the_loop_says_so_and_recovers_when_it_returns(
     tmp_path: Path, port: int
 ) -> None:
-    checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint, tiny_model(), fitted_normalizer(), FeatureConfig())
+    checkpoint = save_tiny_checkpoint(tmp_path)
     ser_port = free_port()
     command = [sys.executable, "-m", "emoloop.services.ser", "--port", str(ser_port), "--checkpoint", str(checkpoint)]
     ser = subprocess.Popen(command, stderr=subprocess.DEVNULL)

@@ -40,12 +40,16 @@ def fitted_normalizer(seed: int = 0) -> FeatureNormalizer:
     return FeatureNormalizer.fit([rng.normal(-5.0, 3.0, (200, 82))])
 
 
+def save_tiny_checkpoint(directory: Path) -> Path:
+    """A tiny untrained model saved as a real checkpoint (state dict, ONNX export, sidecar); returns the .pt."""
+    path = directory / "tiny.pt"
+    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
-    """A tiny untrained model saved as a real checkpoint (state dict, ONNX export, sidecar)."""
-    path = tmp_path_factory.mktemp("tiny") / "ser.pt"
-    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
-    return read_checkpoint(path)
+    return read_checkpoint(save_tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
 
 
 def raw_features(n_frames: int, seed: int = 1) -> np.ndarray:

@@ -26,15 +26,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import free_port
 from emoloop.client.connect import SERVICES, connect
-from emoloop.models.features import FeatureConfig
-from emoloop.models.ser_model import save_checkpoint
 from emoloop.services.policy.servicer import default_servicer
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.services.server import RunningServer
 from emoloop.services.synthesis.servicer import SynthesisServicer
 from emoloop.v1 import common_pb2, policy_pb2, policy_pb2_grpc, ser_pb2_grpc, synthesis_pb2, synthesis_pb2_grpc
 from tests.conftest import started
-from tests.models.test_ser import fitted_normalizer, tiny_model
+from tests.models.test_ser import save_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STREAM_S = 5.0
@@ -64,9 +62,7 @@ class Stubs:
 
 @pytest.fixture(scope="session")
 def ser_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("reliability-ser") / "tiny.pt"
-    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("reliability-ser"))
 
 
 @pytest.fixture(scope="session")

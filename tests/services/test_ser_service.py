@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 
 from emoloop.models.audio import resample
-from emoloop.models.features import FeatureConfig
-from emoloop.models.ser_model import save_checkpoint
 from emoloop.models.tts import espeak_lib
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.v1 import common_pb2, ser_pb2, ser_pb2_grpc
 from tests.conftest import serving
-from tests.models.test_ser import fitted_normalizer, tiny_model
+from tests.models.test_ser import save_tiny_checkpoint
 
 RATE = 16000
 EMOTION_FIELDS = ("neutral", "calm", "happy", "sad", "angry", "fearful")
@@ -30,9 +28,7 @@ EMOTION_FIELDS = ("neutral", "calm", "happy", "sad", "angry", "fearful")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ser") / "tiny.pt"
-    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ser"))
 
 
 @pytest.fixture(scope="module")
