@@ -37,12 +37,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE.onnx",
         help="load another Piper voice (its .onnx.json beside it); repeatable",
     )
+    parser.add_argument(
+        "--max-engine-runs",
+        type=int,
+        default=int(os.environ.get("EMOLOOP_SYNTHESIS_MAX_ENGINE_RUNS", os.cpu_count() or 1)),
+        help="engine runs computing at once; more calls wait their turn (default: the CPU count; "
+        "env EMOLOOP_SYNTHESIS_MAX_ENGINE_RUNS). Bounds CPU contention and memory under load",
+    )
     args = parser.parse_args(argv)
+    if args.max_engine_runs < 1:
+        parser.error("--max-engine-runs: must be at least 1")
     engines = [name.strip() for name in args.engines.split(",") if name.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         parser.error(f"--engines: unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
-    servicer = SynthesisServicer(engines, args.default_engine, {"piper": {"voice_files": args.piper_voice}})
+    options = {"piper": {"voice_files": args.piper_voice}}
+    servicer = SynthesisServicer(engines, args.default_engine, options, args.max_engine_runs)
     return serve(settings_from_args("synthesis", args), [servicer])
 
 

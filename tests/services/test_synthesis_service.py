@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from emoloop.services.synthesis.servicer import MAX_TEXT_CHARS, SynthesisServicer
+from emoloop.services.synthesis.servicer import MAX_TEXT_CHARS, EngineSlots, SynthesisServicer
 from emoloop.v1 import common_pb2, synthesis_pb2, synthesis_pb2_grpc
 from tests.conftest import serving
 
@@ -166,3 +167,56 @@ def test_bad_unary_requests_get_invalid_argument_naming_the_field(
 def test_angle_brackets_in_plain_text_are_spoken_not_refused(stub: synthesis_pb2_grpc.SynthesisServiceStub) -> None:
     request = synthesis_pb2.SynthesizeRequest(config=config(engine="espeak"), text="Two < three, and five > four.")
     assert stub.Synthesize(request, timeout=60).duration_ms > 500
+
+
+def test_engine_slots_let_only_n_runs_compute_at_once() -> None:
+    slots, running, most = EngineSlots(2), [0], [0]
+    lock = threading.Lock()
+
+    def engine() -> Iterator[int]:
+        for i in range(5):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.01)
+            with lock:
+                running[0] -= 1
+            yield i
+
+    threads = [threading.Thread(target=lambda: list(slots.computed(engine()))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert most[0] == 2
+
+
+def test_a_call_waiting_for_its_text_or_its_reader_holds_no_engine_slot() -> None:
+    """With one slot, a stream whose client has not sent its text yet, and one whose client stopped reading, do
+    not keep a third call from being spoken."""
+    with serving(SynthesisServicer(engines=["espeak"], default_engine="espeak", max_engine_runs=1)) as channel:
+        stub = synthesis_pb2_grpc.SynthesisServiceStub(channel)
+        text_sent = threading.Event()
+
+        def late_text() -> Iterator[synthesis_pb2.StreamingSynthesizeRequest]:
+            yield synthesis_pb2.StreamingSynthesizeRequest(config=config())
+            text_sent.wait(30)
+            yield synthesis_pb2.StreamingSynthesizeRequest(text="Now I have something to say.")
+
+        waiting_for_text = stub.StreamingSynthesize(late_text(), timeout=60)
+        stalled_reader = stub.StreamingSynthesize(stream(config(), "Long answer. " * 300), timeout=60)
+        next(stalled_reader)  # then never read again
+        time.sleep(0.3)
+
+        reply = stub.Synthesize(synthesis_pb2.SynthesizeRequest(config=config(), text="Good morning."), timeout=10)
+
+        assert reply.duration_ms > 300
+        text_sent.set()
+        assert pcm(list(waiting_for_text)).size > 0
+        stalled_reader.cancel()
+
+
+def test_engine_slots_need_at_least_one() -> None:
+    with pytest.raises(ValueError, match="max_engine_runs"):
+        EngineSlots(0)
