@@ -24,8 +24,9 @@ import numpy as np
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureNormalizer
+from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 
-SIDECAR_FORMAT = 2  # 2: the ONNX export is a file beside the state dict, with its hash in the sidecar
+SIDECAR_FORMAT = 3  # 2: the ONNX export beside the state dict, its hash in the sidecar; 3: speaker_adaptation
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "ser" / "ser.pt"
 """The shipped model, trained by `make train-ser` on emoloop's generated acted-emotion data (see README)."""
@@ -76,6 +77,7 @@ class Checkpoint:
     config: SerConfig
     feature_config: FeatureConfig
     normalizer: FeatureNormalizer
+    speaker: SpeakerReference | None  # speaker adaptation (models/speaker.py), None if trained without it
     sidecar: dict[str, Any]
 
 
@@ -89,7 +91,8 @@ def onnx_path(checkpoint_path: Path) -> Path:
 
 def check_sidecar(sidecar: dict[str, Any], feature_config: FeatureConfig | None = None) -> None:
     """Raise ValueError naming the field when the sidecar does not fit this build (and these features)."""
-    for field in ("labels", "sample_rate_hz", "feature_config", "normalizer", "model_config", "onnx_sha256"):
+    required = ("labels", "sample_rate_hz", "feature_config", "normalizer", "model_config", "onnx_sha256")
+    for field in (*required, "speaker_adaptation"):
         if field not in sidecar:
             raise ValueError(f"{field}: missing from the checkpoint sidecar")
     if sidecar.get("format") != SIDECAR_FORMAT:
@@ -115,11 +118,13 @@ def read_checkpoint(path: Path, feature_config: FeatureConfig | None = None) -> 
     path = Path(path)
     sidecar = json.loads(sidecar_path(path).read_text())
     check_sidecar(sidecar, feature_config)
+    speaker = sidecar["speaker_adaptation"]
     return Checkpoint(
         path=path,
         config=SerConfig.from_dict(sidecar["model_config"]),
         feature_config=FeatureConfig.from_dict(sidecar["feature_config"]),
         normalizer=FeatureNormalizer.from_dict(sidecar["normalizer"]),
+        speaker=None if speaker is None else SpeakerReference.from_dict(speaker),
         sidecar=sidecar,
     )
 
@@ -246,7 +251,10 @@ class SerRecognizer:
         """Read a checkpoint and start its backend (`device` applies to torch; ONNX Runtime runs on the CPU)."""
         return cls(read_checkpoint(path), backend, device, num_threads)
 
-    def normalize(self, features: np.ndarray) -> np.ndarray:
+    def prepare(self, features: np.ndarray, speaker: SpeakerStatistics) -> np.ndarray:
+        """Raw rows -> model input: adapted to the speaker heard so far (if the model was trained so), normalised."""
+        if self.checkpoint.speaker is not None:
+            features = speaker.apply(features, self.checkpoint.speaker)
         return self.checkpoint.normalizer.apply(features)
 
     def classify(self, normalized: np.ndarray) -> UtteranceResult:
@@ -266,10 +274,14 @@ class SerRecognizer:
         )
 
     def recognize(self, features: np.ndarray) -> UtteranceResult:
-        """Classify raw feature rows [T, 82] (as FeatureExtractor gives them) of one whole utterance."""
+        """Classify raw feature rows [T, 82] (as FeatureExtractor gives them) of one whole utterance.
+
+        The utterance is its speaker's only evidence (a cold start): a stream that has heard the speaker
+        before judges the same utterance against more of their voice.
+        """
         if len(features) == 0:
             raise ValueError("features: an utterance needs at least one frame")
-        return self.classify(self.normalize(features))
+        return self.classify(self.prepare(features, SpeakerStatistics.of([features])))
 
     def stream(
         self, window_frames: int = 100, run_every_frames: int = 6, max_utterance_frames: int = 1500
@@ -289,6 +301,10 @@ class SerStream:
     by default; longer utterances are judged on their end) — in one run, exactly as `recognize` would.
     That run's cost grows with the utterance (about 6-8 ms per second of speech on one core), so lower
     `max_utterance_frames` to bound the time from endpoint to result.
+
+    A stream is one speaker's session: with a model trained with speaker adaptation, each finished
+    utterance adds to the speaker's statistics (models/speaker.py), and every later frame and utterance
+    is judged against them.
     """
 
     def __init__(
@@ -302,10 +318,11 @@ class SerStream:
         self.max_utterance_frames = max_utterance_frames
         self._n_features = recognizer.checkpoint.config.n_features
         self._frames_seen = 0  # since the stream began, across utterances
+        self._speaker = SpeakerStatistics(self._n_features)  # the finished utterances' frames
         self.reset()
 
     def reset(self) -> None:
-        """Start a new utterance: forget the buffered frames (stream time keeps counting)."""
+        """Start a new utterance: forget the buffered frames (stream time and the speaker's statistics go on)."""
         self._utterance = np.zeros((0, self._n_features), dtype=np.float32)
         self._pending = 0  # frames not yet returned by push
 
@@ -314,13 +331,13 @@ class SerStream:
         if rows.ndim != 2 or rows.shape[1] != self._n_features:
             raise ValueError(f"rows: expected [n, {self._n_features}] features, got shape {rows.shape}")
         if len(rows):
-            normalized = self.recognizer.normalize(rows)
-            self._utterance = np.concatenate([self._utterance, normalized])[-self.max_utterance_frames :]
+            self._utterance = np.concatenate([self._utterance, rows])[-self.max_utterance_frames :]
             self._pending += len(rows)
             self._frames_seen += len(rows)
         if self._pending < self.run_every_frames:
             return None
-        logits, _ = self.recognizer.frame_function(self._utterance[-self.window_frames :])
+        window = self.recognizer.prepare(self._utterance[-self.window_frames :], self._speaker)
+        logits, _ = self.recognizer.frame_function(window)
         newest = min(self._pending, len(logits))
         self._pending = 0
         return FramePosteriors(start_frame=self._frames_seen - newest, probabilities=softmax(logits[-newest:]))
@@ -337,7 +354,10 @@ class SerStream:
         frames, rest = self._utterance[start:end], self._utterance[end:]
         self.reset()
         self._utterance = rest
-        return self.recognizer.classify(frames) if len(frames) else None
+        if not len(frames):
+            return None
+        self._speaker.update(frames)
+        return self.recognizer.classify(self.recognizer.prepare(frames, self._speaker))
 
     @property
     def frames_seen(self) -> int:

@@ -35,6 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureNormalizer
 from emoloop.models.ser import SIDECAR_FORMAT, Checkpoint, SerConfig, onnx_path, sidecar_path
+from emoloop.models.speaker import SpeakerReference
 
 ONNX_OPSET = 17
 
@@ -143,8 +144,12 @@ def save_checkpoint(
     training: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    speaker: SpeakerReference | None = None,
 ) -> Path:
-    """Write the state dict to `path`, its ONNX export (.onnx) and the sidecar (.json); returns the sidecar."""
+    """Write the state dict to `path`, its ONNX export (.onnx) and the sidecar (.json); returns the sidecar.
+
+    `speaker` is the speaker adaptation the model was trained with (None: trained without it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
@@ -155,6 +160,7 @@ def save_checkpoint(
         "sample_rate_hz": feature_config.sample_rate_hz,
         "feature_config": feature_config.to_dict(),
         "normalizer": normalizer.to_dict(),
+        "speaker_adaptation": None if speaker is None else speaker.to_dict(),
         "model_config": model.config.to_dict(),
         "parameters": count_parameters(model),
         "onnx_sha256": hashlib.sha256(onnx_path(path).read_bytes()).hexdigest(),

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureExtractor, FeatureNormalizer
 from emoloop.models.ser import read_checkpoint
 from emoloop.models.ser_model import SerModel, load_model, pool
+from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 from emoloop.training.corpora import (
     CORPORA,
     ManifestRow,
@@ -35,6 +38,49 @@ from emoloop.training.corpora import (
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the headless backend
+
+
+class SpeakerSessions:
+    """Each clip's own speaker statistics; a clip's session is the clip plus some of its speaker's other clips."""
+
+    def __init__(self, features: list[np.ndarray], speakers: list[str]) -> None:
+        self.stats = [SpeakerStatistics.of([f]) for f in features]
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, speaker in enumerate(speakers):
+            groups[speaker].append(i)
+        self.others = [[j for j in groups[speaker] if j != i] for i, speaker in enumerate(speakers)]
+
+    def session(self, i: int, n_others: int, rng: np.random.Generator) -> SpeakerStatistics:
+        """Statistics over clip i and `n_others` (fewer if the speaker has fewer) random other clips of its speaker."""
+        others = self.others[i]
+        stats = self.stats[i]
+        for j in rng.choice(len(others), size=min(n_others, len(others)), replace=False):
+            stats = stats.merged(self.stats[others[j]])
+        return stats
+
+
+@dataclass
+class Part:
+    """The clips of one split: raw features, labels and speakers."""
+
+    features: list[np.ndarray]
+    labels: np.ndarray
+    speakers: list[str]
+    sessions: SpeakerSessions = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SpeakerSessions(self.features, self.speakers)
+
+    def adapted(self, reference: SpeakerReference | None, session_clips: int, seed: int) -> list[np.ndarray]:
+        """Raw features adapted to each clip's speaker over a session of the clip and `session_clips` others.
+
+        `session_clips` 0 judges every clip on its own (a cold start); no reference leaves the features as
+        they are (a checkpoint trained without speaker adaptation).
+        """
+        if reference is None:
+            return self.features
+        rng = np.random.default_rng(seed)
+        return [self.sessions.session(i, session_clips, rng).apply(f, reference) for i, f in enumerate(self.features)]
 
 
 def predict(
@@ -170,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
     parser.add_argument("--noise-snr-db", type=float, help="add white noise at this SNR (robustness check)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--seed", type=int, default=0, help="noise and session seed")
+    parser.add_argument(
+        "--session-clips",
+        type=int,
+        default=8,
+        help="speaker adaptation: judge each clip after this many random other clips of its speaker, as in a "
+        "session of that many earlier turns (0: each clip alone, as `emoloop ser FILE` does; default 8)",
+    )
     args = parser.parse_args(argv)
 
     checkpoint = read_checkpoint(args.checkpoint)
@@ -181,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         features = cached_features(scan.rows, checkpoint.feature_config, args.cache)
     else:
         features = noisy_features(scan.rows, FeatureExtractor(checkpoint.feature_config), args.noise_snr_db, args.seed)
-    probabilities = predict(model, checkpoint.normalizer, features)
     y_true = np.array([EMOTIONS.index(r.emotion) for r in scan.rows])
+    part = Part(features, y_true, [r.speaker for r in scan.rows])
+    adapted = part.adapted(checkpoint.speaker, args.session_clips, args.seed)
+    probabilities = predict(model, checkpoint.normalizer, adapted)
     majority = checkpoint.sidecar["data"].get("majority_emotion", EMOTIONS[np.bincount(y_true).argmax()])
     metrics = compute_metrics(y_true, probabilities.argmax(axis=1), EMOTIONS.index(majority))
     noise = "" if args.noise_snr_db is None else f" with white noise at {args.noise_snr_db:g} dB SNR"
-    title = f"{args.checkpoint.name} on {args.data.name}{noise}"
+    session = "" if checkpoint.speaker is None else f", sessions of {args.session_clips} + 1 clips"
+    title = f"{args.checkpoint.name} on {args.data.name}{noise}{session}"
     out = args.out or args.checkpoint.parent / f"eval-{args.data.name}"
     write_report(metrics, out, title)
     print(f"UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}; report in {out}")

@@ -38,6 +38,7 @@ from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import F0_COLUMN, FeatureConfig, FeatureNormalizer
 from emoloop.models.ser import SerConfig
 from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
+from emoloop.models.speaker import SpeakerReference
 from emoloop.training.corpora import (
     CORPORA,
     ManifestRow,
@@ -46,7 +47,7 @@ from emoloop.training.corpora import (
     load_corpus,
     write_manifest,
 )
-from emoloop.training.evaluate_ser import compute_metrics, pad_batch, predict, write_report
+from emoloop.training.evaluate_ser import Part, compute_metrics, pad_batch, predict, write_report
 
 SPLITS = ("train", "val", "test")
 
@@ -65,6 +66,10 @@ class TrainConfig:
     time_limit_min: float = 0.0  # stop starting new epochs after this many minutes (0: no limit)
     voice_pitch_semitones: float = 3.0  # random voice change per training crop: F0 shift up to ± this (0: off)
     voice_warp: float = 0.08  # ... and mel-axis stretch up to ± this fraction (vocal tract length; 0: off)
+    speaker_prior_frames: float = 300.0  # speaker adaptation's prior weight in frames (see models/speaker.py; 0: off)
+    speaker_max_clips: int = 16  # a training session: the clip plus 0, 1, 2, 4, ... up to this many others
+    session_clips: int = 8  # validation and test sessions: the clip plus this many of its speaker's others
+    cosine_lr: bool = True  # anneal the learning rate to 0 over --epochs
     grad_clip: float = 5.0
     seed: int = 13
     val_fraction: float = 0.15
@@ -126,49 +131,68 @@ def length_batches(lengths: list[int], batch_size: int, rng: np.random.Generator
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def change_voice(features: np.ndarray, rng: np.random.Generator, max_semitones: float, max_warp: float) -> np.ndarray:
-    """Raw feature rows as if another voice had spoken: voiced F0 shifted, mel bands stretched (VTLP-like).
+def change_voice(features: np.ndarray, semitones: float, warp: float) -> np.ndarray:
+    """Raw feature rows as if another voice had spoken: voiced F0 shifted, mel bands stretched by `warp` (VTLP-like).
 
     A model that has heard few voices reads a low, dark voice as sad or calm and a high one as fearful: pitch
     level and timbre are mostly the speaker's, not the emotion's. Random voice changes make it rely on what is
     relative to the voice (pitch range, tilt, breath, tremor, rate) more than on its absolute pitch and timbre.
     """
     out = features.copy()
-    if max_semitones:
+    if semitones:
         voiced = out[:, F0_COLUMN] > 0
-        out[voiced, F0_COLUMN] += rng.uniform(-max_semitones, max_semitones) * np.log(2) / 12
-    if max_warp:
-        source = np.clip(np.arange(F0_COLUMN) / rng.uniform(1 - max_warp, 1 + max_warp), 0, F0_COLUMN - 1)
+        out[voiced, F0_COLUMN] += semitones * np.log(2) / 12
+    if warp != 1.0:
+        source = np.clip(np.arange(F0_COLUMN) / warp, 0, F0_COLUMN - 1)
         low = np.floor(source).astype(int)
         high, weight = np.minimum(low + 1, F0_COLUMN - 1), (source - low).astype(np.float32)
         out[:, :F0_COLUMN] = out[:, low] * (1 - weight) + out[:, high] * weight
     return out
 
 
+def session_size(rng: np.random.Generator, max_clips: int) -> int:
+    """How many other clips of the speaker a training session holds: 0 or a power of two up to max_clips."""
+    sizes = [0] + [2**i for i in range(max_clips.bit_length()) if 2**i <= max_clips]
+    return int(rng.choice(sizes))
+
+
 def train_epoch(
     model: SerModel,
     optimizer: torch.optim.Optimizer,
-    features: list[np.ndarray],
+    train: Part,
     normalizer: FeatureNormalizer,
-    labels: np.ndarray,
+    reference: SpeakerReference | None,
     weights: torch.Tensor,
     config: TrainConfig,
     rng: np.random.Generator,
     device: torch.device,
 ) -> float:
-    """One pass over the raw training clips in random order (each crop voice-changed, then normalised)."""
+    """One pass over the raw training clips in random order.
+
+    Each crop is voice-changed, then (with a reference) adapted to its speaker's statistics over a random
+    session of the clip and some of the speaker's other clips, voice-changed alike, then normalised.
+    """
     model.train()
     utterance_loss = nn.CrossEntropyLoss(weight=weights.to(device))
     frame_loss = nn.CrossEntropyLoss(weight=weights.to(device), reduction="none")
-    batches = length_batches([len(f) for f in features], config.batch_size, rng)
+    batches = length_batches([len(f) for f in train.features], config.batch_size, rng)
     total = 0.0
     progress = tqdm(batches, desc="train", unit="batch", leave=False)
     for idx in progress:
-        crop = min(config.max_frames, min(len(features[i]) for i in idx))
-        crops = [random_crop(features[i], crop, rng) for i in idx]
-        crops = [change_voice(c, rng, config.voice_pitch_semitones, config.voice_warp) for c in crops]
-        batch, lengths = pad_batch([normalizer.apply(c) for c in crops])
-        batch, lengths, target = batch.to(device), lengths.to(device), torch.from_numpy(labels[idx]).to(device)
+        crop = min(config.max_frames, min(len(train.features[i]) for i in idx))
+        rows = []
+        for i in idx:
+            pitch, warp = config.voice_pitch_semitones, config.voice_warp
+            semitones = rng.uniform(-pitch, pitch) if pitch else 0.0
+            stretch = rng.uniform(1 - warp, 1 + warp) if warp else 1.0
+            changed = change_voice(random_crop(train.features[i], crop, rng), semitones, stretch)
+            if reference is not None:
+                stats = train.sessions.session(i, session_size(rng, config.speaker_max_clips), rng)
+                stats = stats.with_mean(change_voice(stats.mean()[None], semitones, stretch)[0])
+                changed = stats.apply(changed, reference)
+            rows.append(normalizer.apply(changed))
+        batch, lengths = pad_batch(rows)
+        batch, lengths, target = batch.to(device), lengths.to(device), torch.from_numpy(train.labels[idx]).to(device)
         logits, scores = model.frame_outputs(batch, lengths)
         loss = utterance_loss(pool(logits, scores, lengths), target)
         if config.frame_loss_weight > 0:
@@ -181,27 +205,32 @@ def train_epoch(
         optimizer.step()
         total += loss.item() * len(idx)
         progress.set_postfix(loss=f"{loss.item():.3f}")
-    return total / len(features)
+    return total / len(train.features)
 
 
 def fit(
     model: SerModel,
     normalizer: FeatureNormalizer,
-    train: tuple[list[np.ndarray], np.ndarray],
-    val: tuple[list[np.ndarray], np.ndarray],
+    reference: SpeakerReference | None,
+    train: Part,
+    val: Part,
     config: TrainConfig,
     device: torch.device,
 ) -> tuple[SerModel, list[dict[str, float]]]:
     """Train with early stopping on validation UAR; returns the best model and the per-epoch history."""
     rng = np.random.default_rng(config.seed)
-    weights = class_weights(train[1])
+    weights = class_weights(train.labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.cosine_lr else None
+    val_features = val.adapted(reference, config.session_clips, config.seed)
     best_uar, best_state, since_best, history = -1.0, None, 0, []
     start = time.monotonic()
     for epoch in range(1, config.epochs + 1):
-        loss = train_epoch(model, optimizer, train[0], normalizer, train[1], weights, config, rng, device)
-        predicted = predict(model, normalizer, val[0]).argmax(axis=1)
-        uar = compute_metrics(val[1], predicted, majority=0)["uar"]
+        loss = train_epoch(model, optimizer, train, normalizer, reference, weights, config, rng, device)
+        if schedule is not None:
+            schedule.step()
+        predicted = predict(model, normalizer, val_features).argmax(axis=1)
+        uar = compute_metrics(val.labels, predicted, majority=0)["uar"]
         history.append({"epoch": epoch, "train_loss": loss, "val_uar": uar})
         improved = uar > best_uar
         if improved:
@@ -257,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated speakers to hold out as the test set (default: drawn by --test-fraction)",
     )
     for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+        flag, help_text = f"--{name.replace('_', '-')}", f"default {value}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(value), default=value, help=help_text)
     channels = ",".join(map(str, model_defaults.conv_channels))
     parser.add_argument("--conv-channels", default=channels, help=f"comma-separated conv widths, default {channels}")
     parser.add_argument("--lstm-hidden", type=int, default=model_defaults.lstm_hidden, help="units per direction")
@@ -287,17 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     parts = {}
     for name in SPLITS:
         index = [i for i, r in enumerate(rows) if split[r.speaker] == name]
-        parts[name] = ([features[i] for i in index], labels[index])
-    normalizer = FeatureNormalizer.fit(parts["train"][0])
+        parts[name] = Part([features[i] for i in index], labels[index], [rows[i].speaker for i in index])
+    normalizer = FeatureNormalizer.fit(parts["train"].features)
+    reference = None
+    if config.speaker_prior_frames > 0:
+        reference = SpeakerReference.fit(parts["train"].features, config.speaker_prior_frames)
 
     model = SerModel(model_config).to(device)
     print(f"SerModel: {count_parameters(model):,} parameters on {device}")
-    model, history = fit(model, normalizer, parts["train"], parts["val"], config, device)
+    model, history = fit(model, normalizer, reference, parts["train"], parts["val"], config, device)
 
     data = describe(rows, split, scan.dropped)
-    test_features, test_labels = parts["test"]
-    predicted = predict(model, normalizer, test_features).argmax(axis=1)
-    metrics = compute_metrics(test_labels, predicted, EMOTIONS.index(data["majority_emotion"]))
+    test = parts["test"]
+    predicted = predict(model, normalizer, test.adapted(reference, config.session_clips, config.seed)).argmax(axis=1)
+    metrics = compute_metrics(test.labels, predicted, EMOTIONS.index(data["majority_emotion"]))
+    if reference is not None:
+        cold = predict(model, normalizer, test.adapted(reference, 0, config.seed)).argmax(axis=1)
+        metrics["cold_start"] = compute_metrics(test.labels, cold, EMOTIONS.index(data["majority_emotion"]))
 
     args.out.mkdir(parents=True, exist_ok=True)
     training = {
@@ -307,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "history": history,
     }
-    save_checkpoint(args.out / "ser.pt", model, normalizer, feature_config, training, data, metrics)
+    save_checkpoint(args.out / "ser.pt", model, normalizer, feature_config, training, data, metrics, reference)
     write_report(metrics, args.out, f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed})")
     write_manifest(rows, args.out / "manifest.csv", {"split": [split[r.speaker] for r in rows]})
     print(f"test UAR {metrics['uar']:.3f} (majority baseline {metrics['majority_baseline']['uar']:.3f}); {args.out}")

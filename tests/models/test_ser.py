@@ -14,7 +14,7 @@ import torch
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureExtractor, FeatureNormalizer
-from emoloop.models.ser import Checkpoint, SerConfig, SerRecognizer, onnx_path, read_checkpoint
+from emoloop.models.ser import Checkpoint, SerConfig, SerRecognizer, onnx_path, read_checkpoint, sidecar_path
 from emoloop.models.ser_model import (
     SerModel,
     count_parameters,
@@ -25,6 +25,7 @@ from emoloop.models.ser_model import (
     save_checkpoint,
     select_device,
 )
+from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 
 TINY = SerConfig(conv_channels=(16, 16), lstm_hidden=16)
 ONNX_TOLERANCE = 1e-4  # max abs difference of frame logits, torch vs ONNX Runtime (float32)
@@ -40,10 +41,17 @@ def fitted_normalizer(seed: int = 0) -> FeatureNormalizer:
     return FeatureNormalizer.fit([rng.normal(-5.0, 3.0, (200, 82))])
 
 
-def save_tiny_checkpoint(directory: Path) -> Path:
-    """A tiny untrained model saved as a real checkpoint (state dict, ONNX export, sidecar); returns the .pt."""
+def tiny_reference() -> SpeakerReference:
+    return SpeakerReference(np.full(82, -5.0), prior_frames=100.0)
+
+
+def save_tiny_checkpoint(directory: Path, speaker: SpeakerReference | None = None) -> Path:
+    """A tiny untrained model saved as a real checkpoint (state dict, ONNX export, sidecar); returns the .pt.
+
+    It adapts to the speaker like the shipped model, with `tiny_reference()` unless another is given.
+    """
     path = directory / "tiny.pt"
-    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
+    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig(), speaker=speaker or tiny_reference())
     return path
 
 
@@ -114,16 +122,18 @@ def test_checkpoint_round_trip_keeps_outputs_and_records_its_context(tmp_path: P
         ("model_config", lambda s: s["model_config"].update(attention="yes")),
         ("normalizer", lambda s: s.pop("normalizer")),
         ("onnx_sha256", lambda s: s.pop("onnx_sha256")),
+        ("speaker_adaptation", lambda s: s.pop("speaker_adaptation")),
+        (r"speaker_adaptation\.prior_frames", lambda s: s["speaker_adaptation"].update(prior_frames=0)),
         ("format", lambda s: s.update(format=1)),
     ],
 )
 def test_a_sidecar_that_does_not_fit_is_refused_naming_the_field(tmp_path: Path, field: str, edit) -> None:
-    sidecar = save_checkpoint(tmp_path / "ser.pt", tiny_model(), fitted_normalizer(), FeatureConfig())
+    sidecar = sidecar_path(save_tiny_checkpoint(tmp_path))
     stored = json.loads(sidecar.read_text())
     edit(stored)
     sidecar.write_text(json.dumps(stored))
     with pytest.raises(ValueError, match=field):
-        read_checkpoint(tmp_path / "ser.pt")
+        read_checkpoint(sidecar.with_suffix(".pt"))
 
 
 def test_a_checkpoint_is_refused_for_features_computed_differently(tmp_path: Path) -> None:
@@ -240,6 +250,35 @@ def test_finish_with_endpointer_bounds_judges_only_those_frames_and_keeps_the_re
     np.testing.assert_allclose(result.probabilities, recognizer.recognize(features[50:200]).probabilities, atol=1e-6)
     following = stream.finish(start_frame=200)  # frames after the end stay for the next utterance
     assert following.n_frames == 100
+
+
+def test_a_stream_judges_each_utterance_against_the_speaker_heard_so_far(tiny_checkpoint: Checkpoint) -> None:
+    recognizer = SerRecognizer(tiny_checkpoint)
+    first, second = raw_features(200, seed=1) + 2.0, raw_features(150, seed=2) + 2.0  # a voice off the reference
+    stream = recognizer.stream(window_frames=100, max_utterance_frames=1000)
+    stream.push(first)
+    stream.finish()
+    stream.push(second)
+
+    result = stream.finish()
+
+    session = SpeakerStatistics.of([first, second])
+    expected = recognizer.classify(recognizer.prepare(second, session))
+    np.testing.assert_allclose(result.probabilities, expected.probabilities, atol=1e-6)
+    cold = recognizer.recognize(second)  # the utterance alone: less of the voice to judge it against
+    assert np.abs(result.probabilities - cold.probabilities).max() > 1e-4
+
+
+def test_a_model_trained_without_speaker_adaptation_sees_the_features_unshifted(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig())
+    recognizer = SerRecognizer(read_checkpoint(path))
+    features = raw_features(120) + 2.0
+
+    prepared = recognizer.prepare(features, SpeakerStatistics.of([features]))
+
+    assert recognizer.checkpoint.speaker is None
+    np.testing.assert_array_equal(prepared, recognizer.checkpoint.normalizer.apply(features))
 
 
 def test_onnx_export_has_dynamic_batch_and_time_and_matches_torch(tmp_path: Path) -> None:

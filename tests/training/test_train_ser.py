@@ -12,10 +12,11 @@ import pytest
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureExtractor
 from emoloop.models.ser import SerRecognizer, read_checkpoint
+from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 from emoloop.training import evaluate_ser, train_ser
 from emoloop.training.corpora import load_audio
-from emoloop.training.evaluate_ser import compute_metrics
-from emoloop.training.train_ser import class_weights, split_speakers
+from emoloop.training.evaluate_ser import Part, compute_metrics
+from emoloop.training.train_ser import class_weights, session_size, split_speakers
 from tests.training.synthetic import write_clip
 
 TINY_MODEL = ["--conv-channels", "8", "--lstm-hidden", "8", "--lstm-layers", "1"]
@@ -103,6 +104,8 @@ def test_two_epoch_training_writes_checkpoint_report_and_confusion_matrix(tmp_pa
     assert splits["test"] == {"crema-d:1001"} and not splits["test"] & (splits["train"] | splits["val"])
     assert sidecar["data"]["train"]["emotions"]["calm"] == 0
     assert set(sidecar["metrics"]) >= {"uar", "macro_f1", "accuracy", "per_class", "majority_baseline"}
+    assert sidecar["metrics"]["cold_start"]["n"] == sidecar["metrics"]["n"]  # the test set judged clip by clip too
+    assert sidecar["speaker_adaptation"]["prior_frames"] == 300.0
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == sum(sidecar["data"]["test"]["emotions"].values())
     assert "| angry |" in (out / "report.md").read_text()
@@ -145,14 +148,42 @@ def test_a_voice_change_shifts_voiced_pitch_and_stretches_the_mel_axis_only() ->
     rows = np.full((4, 82), -10.0, dtype=np.float32)
     rows[:, 40] = 0.0  # a spectral peak at mel band 40
     rows[:, F0_COLUMN] = [np.log(120.0), 0.0, np.log(200.0), 0.0]  # voiced, unvoiced, voiced, unvoiced
-    rng = np.random.default_rng(5)
 
-    changed = train_ser.change_voice(rows, rng, max_semitones=3.0, max_warp=0.08)
+    changed = train_ser.change_voice(rows, semitones=-2.0, warp=1.08)
 
-    shift = 12 * (changed[0, F0_COLUMN] - rows[0, F0_COLUMN]) / np.log(2)
-    assert 0 < abs(shift) <= 3 and changed[2, F0_COLUMN] - rows[2, F0_COLUMN] == pytest.approx(shift * np.log(2) / 12)
+    assert 12 * (changed[0, F0_COLUMN] - rows[0, F0_COLUMN]) / np.log(2) == pytest.approx(-2.0, abs=1e-5)
+    assert changed[2, F0_COLUMN] - rows[2, F0_COLUMN] == pytest.approx(-2 * np.log(2) / 12, abs=1e-5)
     assert changed[1, F0_COLUMN] == 0 and changed[3, F0_COLUMN] == 0  # unvoiced stays unvoiced
-    peak = int(np.argmax(changed[0, :F0_COLUMN]))
-    assert peak != 40 and 40 * 0.92 - 1 <= peak <= 40 * 1.08 + 1
+    assert int(np.argmax(changed[0, :F0_COLUMN])) == 43  # band 40 stretched by 8 % (40 * 1.08 = 43.2)
     np.testing.assert_array_equal(changed[:, 81], rows[:, 81])  # energy untouched
-    np.testing.assert_array_equal(train_ser.change_voice(rows, rng, 0.0, 0.0), rows)
+    np.testing.assert_array_equal(train_ser.change_voice(rows, 0.0, 1.0), rows)
+
+
+def test_a_session_holds_the_clip_and_other_clips_of_its_speaker_only() -> None:
+    """Clip i of speaker s has every row equal to 10 * s + i, so a session's mean tells which clips it holds."""
+    speakers = ["a", "a", "a", "b", "b"]
+    features = [np.full((10, 82), 10.0 * (s == "b") + i, dtype=np.float32) for i, s in enumerate(speakers)]
+    part = Part(features, np.zeros(5, dtype=int), speakers)
+    rng = np.random.default_rng(0)
+
+    assert part.sessions.session(0, 0, rng).mean()[0] == 0.0  # the clip alone
+    assert part.sessions.session(0, 5, rng).mean()[0] == pytest.approx((0 + 1 + 2) / 3)  # all of a, never b
+    assert part.sessions.session(3, 5, rng).mean()[0] == pytest.approx((13 + 14) / 2)
+    assert part.sessions.session(0, 1, rng).frames == 20
+
+
+def test_cold_start_adaptation_judges_each_clip_against_itself() -> None:
+    reference = SpeakerReference(np.zeros(82), prior_frames=10.0)
+    features = [np.random.default_rng(i).normal(i, 1.0, (30, 82)).astype(np.float32) for i in range(3)]
+    part = Part(features, np.zeros(3, dtype=int), ["a", "a", "a"])
+
+    cold = part.adapted(reference, session_clips=0, seed=0)
+
+    for rows, adapted in zip(features, cold, strict=True):
+        np.testing.assert_allclose(adapted, SpeakerStatistics.of([rows]).apply(rows, reference))
+    assert part.adapted(None, session_clips=8, seed=0) is features  # a model trained without adaptation
+
+
+def test_training_sessions_range_from_a_cold_start_to_many_clips() -> None:
+    rng = np.random.default_rng(0)
+    assert {session_size(rng, 16) for _ in range(500)} == {0, 1, 2, 4, 8, 16}
