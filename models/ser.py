@@ -26,7 +26,9 @@ from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureConfig, FeatureNormalizer
 from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 
-SIDECAR_FORMAT = 3  # 2: the ONNX export beside the state dict, its hash in the sidecar; 3: speaker_adaptation
+# 2: the ONNX export beside the state dict, its hash in the sidecar; 3: speaker_adaptation;
+# 4: the normaliser's F0 statistics over voiced frames only, with per-column counts
+SIDECAR_FORMAT = 4
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "ser" / "ser.pt"
 """The shipped model, trained by `make train-ser` on emoloop's generated acted-emotion data (see README)."""

@@ -347,7 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         "history": history,
     }
     save_checkpoint(args.out / "ser.pt", model, normalizer, feature_config, training, data, metrics, reference)
-    write_report(metrics, args.out, f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed})")
+    sessions = "" if reference is None else f"; each clip judged after {config.session_clips} others of its speaker"
+    title = f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed}{sessions})"
+    write_report(metrics, args.out, title)
+    if reference is not None:
+        cold = metrics["cold_start"]
+        with open(args.out / "report.md", "a") as report:
+            report.write(
+                f"Cold start (each clip judged alone, as `emoloop ser FILE` does): macro-F1 {cold['macro_f1']:.3f}, "
+                f"accuracy {cold['accuracy']:.3f}, UAR {cold['uar']:.3f}.\n"
+            )
     write_manifest(rows, args.out / "manifest.csv", {"split": [split[r.speaker] for r in rows]})
     print(f"test UAR {metrics['uar']:.3f} (majority baseline {metrics['majority_baseline']['uar']:.3f}); {args.out}")
     return 0

@@ -162,14 +162,30 @@ def test_normalizer_gives_zero_mean_unit_std_and_round_trips() -> None:
     clips = [extractor.extract(harmonic_tone(f, amplitude=a)) for f, a in [(120, 0.1), (200, 0.3), (300, 0.6)]]
     normalizer = FeatureNormalizer.fit(clips)
     everything = np.concatenate(clips).astype(np.float64)
-    np.testing.assert_allclose(normalizer.mean, everything.mean(axis=0), atol=1e-6)
-    np.testing.assert_allclose(normalizer.std, np.maximum(everything.std(axis=0), 1e-5), rtol=1e-6)
+    others = np.arange(82) != F0_COLUMN
+    np.testing.assert_allclose(normalizer.mean[others], everything[:, others].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(normalizer.std[others], np.maximum(everything[:, others].std(axis=0), 1e-5), rtol=1e-6)
     normalized = normalizer.apply(everything)
     assert normalized.dtype == np.float32
-    np.testing.assert_allclose(normalized.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(normalized[:, others].mean(axis=0), 0.0, atol=1e-4)
 
     restored = FeatureNormalizer.from_dict(normalizer.to_dict())
     np.testing.assert_array_equal(restored.apply(everything), normalized)
+
+
+def test_pitch_is_normalised_over_voiced_frames_and_unvoiced_frames_stay_zero() -> None:
+    """A semitone must stay visible: over all frames the 0/voiced switch would swamp it."""
+    rows = np.zeros((400, 82))
+    rows[:200, F0_COLUMN] = np.log(np.linspace(100.0, 200.0, 200))  # voiced, one octave; then 200 unvoiced frames
+    normalizer = FeatureNormalizer.fit([rows[:100], rows[100:]])  # in two batches: the merge must be exact too
+
+    voiced = rows[:200, F0_COLUMN]
+    assert normalizer.count[F0_COLUMN] == 200 and normalizer.count[0] == 400
+    assert normalizer.mean[F0_COLUMN] == pytest.approx(voiced.mean())
+    assert normalizer.std[F0_COLUMN] == pytest.approx(voiced.std())
+    normalized = normalizer.apply(rows)
+    assert np.all(normalized[200:, F0_COLUMN] == 0.0)
+    np.testing.assert_allclose(normalized[:200, F0_COLUMN].std(), 1.0, rtol=1e-5)
 
 
 def test_an_unfitted_normalizer_refuses_to_apply() -> None:
