@@ -126,6 +126,11 @@ def stats(values: np.ndarray) -> str:
     return f"{np.median(values):.0f} | {percentile(values, 95):.0f} | {values.max():.0f}"
 
 
+def figures(metrics: dict[str, object]) -> str:
+    """The float metrics of a report, as `name 0.123, ...`."""
+    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ser", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a shorter stream (smoke run)")
@@ -141,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     delays, idle_mb, peak_mb = through_the_service(args.checkpoint, audio)
     sidecar = json.loads(sidecar_path(args.checkpoint).read_text())
     metrics = sidecar.get("metrics", {})
+    held_out = figures(metrics)
+    if "cold_start" in metrics:
+        sessions = sidecar["training"].get("session_clips")
+        held_out += f" (each clip after {sessions} others of its speaker); alone: {figures(metrics['cold_start'])}"
     lines += [
         f"- test stream: {audio.size / RATE:.0f} s, {len(parts['endpoint'])} utterances from voices the model never "
         "trained on (the shipped samples; espeak-ng " + ", ".join(UNSEEN_VOICES) + ")",
@@ -165,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- SER service RSS: {idle_mb:.0f} MB after loading, peak {peak_mb:.0f} MB after the stream (VmHWM)",
         f"- parameters: {recognizer.checkpoint.sidecar['parameters']:,}",
-        "- held-out voices (from the checkpoint's sidecar, written by `make train-ser`): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, float)),
+        f"- held-out voices (from the checkpoint's sidecar, written by `make train-ser`): {held_out}",
     ]
     headline = {
         "block_p50_us": float(np.median(parts["block"])),
