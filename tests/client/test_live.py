@@ -198,6 +198,9 @@ def test_live_answers_a_spoken_sample_on_the_speaker_logs_the_turn_and_stops_on_
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # its own process group, as a terminal's foreground job would be
+            # Ctrl-C's default action, as a terminal's foreground job has it: a test run started in the background
+            # by a non-interactive shell (nohup ... &) ignores SIGINT, and its children inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         stdout, stderr = Output(process.stdout), Output(process.stderr)
 
