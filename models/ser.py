@@ -93,8 +93,16 @@ def onnx_path(checkpoint_path: Path) -> Path:
 
 def check_sidecar(sidecar: dict[str, Any], feature_config: FeatureConfig | None = None) -> None:
     """Raise ValueError naming the field when the sidecar does not fit this build (and these features)."""
-    required = ("labels", "sample_rate_hz", "feature_config", "normalizer", "model_config", "onnx_sha256")
-    for field in (*required, "speaker_adaptation"):
+    required = (
+        "labels",
+        "sample_rate_hz",
+        "feature_config",
+        "normalizer",
+        "model_config",
+        "onnx_sha256",
+        "speaker_adaptation",
+    )
+    for field in required:
         if field not in sidecar:
             raise ValueError(f"{field}: missing from the checkpoint sidecar")
     if sidecar.get("format") != SIDECAR_FORMAT:
