@@ -70,6 +70,10 @@ class TrainConfig:
     speaker_max_clips: int = 16  # a training session: the clip plus 0, 1, 2, 4, ... up to this many others
     session_clips: int = 8  # validation and test sessions: the clip plus this many of its speaker's others
     cosine_lr: bool = True  # anneal the learning rate to 0 over --epochs
+    mel_masks: int = 2  # SpecAugment: this many random bands of mel bins hidden per training crop (0: off)
+    mel_mask_bins: int = 10  # ... each up to this many of the 80 bins wide
+    time_masks: int = 2  # ... and this many random stretches of frames
+    time_mask_frames: int = 20  # ... each up to this many frames (10 ms) long
     grad_clip: float = 5.0
     seed: int = 13
     val_fraction: float = 0.15
@@ -150,6 +154,25 @@ def change_voice(features: np.ndarray, semitones: float, warp: float) -> np.ndar
     return out
 
 
+def spec_augment(rows: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """Normalised rows with random mel bands and time stretches set to 0, the training mean (SpecAugment).
+
+    Each engine colours the spectrum its own way; hiding bands makes the model read emotion from several
+    places (pitch, energy, the rest of the spectrum) rather than from one engine's timbre. F0 and energy are
+    never hidden: they carry most of what the acting rules change.
+    """
+    out = rows.copy()
+    for _ in range(config.mel_masks):
+        width = int(rng.integers(0, config.mel_mask_bins + 1))
+        start = int(rng.integers(0, F0_COLUMN - width + 1))
+        out[:, start : start + width] = 0.0
+    for _ in range(config.time_masks):
+        width = int(rng.integers(0, min(config.time_mask_frames, len(out) // 4) + 1))
+        start = int(rng.integers(0, len(out) - width + 1))
+        out[start : start + width] = 0.0
+    return out
+
+
 def session_size(rng: np.random.Generator, max_clips: int) -> int:
     """How many other clips of the speaker a training session holds: 0 or a power of two up to max_clips."""
     sizes = [0] + [2**i for i in range(max_clips.bit_length()) if 2**i <= max_clips]
@@ -170,7 +193,7 @@ def train_epoch(
     """One pass over the raw training clips in random order.
 
     Each crop is voice-changed, then (with a reference) adapted to its speaker's statistics over a random
-    session of the clip and some of the speaker's other clips, voice-changed alike, then normalised.
+    session of the clip and some of the speaker's other clips, voice-changed alike, then normalised and masked.
     """
     model.train()
     utterance_loss = nn.CrossEntropyLoss(weight=weights.to(device))
@@ -190,7 +213,7 @@ def train_epoch(
                 stats = train.sessions.session(i, session_size(rng, config.speaker_max_clips), rng)
                 stats = stats.with_mean(change_voice(stats.mean()[None], semitones, stretch)[0])
                 changed = stats.apply(changed, reference)
-            rows.append(normalizer.apply(changed))
+            rows.append(spec_augment(normalizer.apply(changed), config, rng))
         batch, lengths = pad_batch(rows)
         batch, lengths, target = batch.to(device), lengths.to(device), torch.from_numpy(train.labels[idx]).to(device)
         logits, scores = model.frame_outputs(batch, lengths)

@@ -159,6 +159,25 @@ def test_a_voice_change_shifts_voiced_pitch_and_stretches_the_mel_axis_only() ->
     np.testing.assert_array_equal(train_ser.change_voice(rows, 0.0, 1.0), rows)
 
 
+def test_spec_augment_hides_mel_bands_and_frames_but_never_pitch_or_energy() -> None:
+    from emoloop.models.features import F0_COLUMN
+
+    rows = np.ones((200, 82), dtype=np.float32)
+    config = train_ser.TrainConfig(mel_masks=2, mel_mask_bins=10, time_masks=2, time_mask_frames=20)
+
+    masked = [train_ser.spec_augment(rows, config, np.random.default_rng(seed)) for seed in range(50)]
+
+    kept = [~(m == 0).all(axis=1) for m in masked]  # frames outside the time masks
+    hidden_frames = [int((~k).sum()) for k in kept]
+    assert all(n <= 40 for n in hidden_frames) and max(hidden_frames) > 0
+    hidden_bins = [int((m[k, :F0_COLUMN] == 0).sum(axis=1).max()) for m, k in zip(masked, kept)]
+    assert all(n <= 20 for n in hidden_bins) and max(hidden_bins) > 0
+    assert all((m[k, F0_COLUMN:] == 1).all() for m, k in zip(masked, kept, strict=True))  # pitch and energy stay
+    np.testing.assert_array_equal(rows, 1)  # the input is left alone
+    off = train_ser.TrainConfig(mel_masks=0, time_masks=0)
+    np.testing.assert_array_equal(train_ser.spec_augment(rows, off, np.random.default_rng(0)), rows)
+
+
 def test_a_session_holds_the_clip_and_other_clips_of_its_speaker_only() -> None:
     """Clip i of speaker s has every row equal to 10 * s + i, so a session's mean tells which clips it holds."""
     speakers = ["a", "a", "a", "b", "b"]
