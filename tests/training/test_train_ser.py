@@ -170,7 +170,7 @@ def test_spec_augment_hides_mel_bands_and_frames_but_never_pitch_or_energy() -> 
     kept = [~(m == 0).all(axis=1) for m in masked]  # frames outside the time masks
     hidden_frames = [int((~k).sum()) for k in kept]
     assert all(n <= 40 for n in hidden_frames) and max(hidden_frames) > 0
-    hidden_bins = [int((m[k, :F0_COLUMN] == 0).sum(axis=1).max()) for m, k in zip(masked, kept)]
+    hidden_bins = [int((m[k, :F0_COLUMN] == 0).sum(axis=1).max()) for m, k in zip(masked, kept, strict=True)]
     assert all(n <= 20 for n in hidden_bins) and max(hidden_bins) > 0
     assert all((m[k, F0_COLUMN:] == 1).all() for m, k in zip(masked, kept, strict=True))  # pitch and energy stay
     np.testing.assert_array_equal(rows, 1)  # the input is left alone
