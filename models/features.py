@@ -118,6 +118,11 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     return np.maximum(0.0, np.minimum(rising, falling))
 
 
+def voiced_frames(rows: np.ndarray) -> np.ndarray:
+    """Which feature rows [T, 82] are voiced: the F0 column holds ln Hz there and 0 (ln 1) where unvoiced."""
+    return np.asarray(rows)[:, F0_COLUMN] > 0
+
+
 def f0_hz_from_column(f0_column: np.ndarray) -> np.ndarray:
     """Decode the F0 column to Hz, keeping 0 for unvoiced frames."""
     column = np.asarray(f0_column, dtype=np.float64)
@@ -293,7 +298,7 @@ class FeatureNormalizer:
         if x.ndim != 2 or x.shape[1] != self.mean.size:
             raise ValueError(f"expected [T, {self.mean.size}] features, got shape {x.shape}")
         counted = np.ones(x.shape, dtype=bool)
-        counted[:, F0_COLUMN] = x[:, F0_COLUMN] > 0
+        counted[:, F0_COLUMN] = voiced_frames(x)
         n = counted.sum(axis=0)
         batch_mean = np.where(counted, x, 0.0).sum(axis=0) / np.maximum(n, 1)
         batch_m2 = np.where(counted, (x - batch_mean) ** 2, 0.0).sum(axis=0)
@@ -315,7 +320,7 @@ class FeatureNormalizer:
             raise ValueError("FeatureNormalizer has not been fitted")
         x = np.asarray(features, dtype=np.float64)
         out = ((x - self.mean) / self.std).astype(np.float32)
-        out[x[:, F0_COLUMN] <= 0, F0_COLUMN] = 0.0  # unvoiced: at the voiced mean, the model reads voicing elsewhere
+        out[~voiced_frames(x), F0_COLUMN] = 0.0  # unvoiced: at the voiced mean, the model reads voicing elsewhere
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from emoloop.models.features import F0_COLUMN
+from emoloop.models.features import F0_COLUMN, voiced_frames
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class SpeakerStatistics:
         return stats
 
     def update(self, rows: np.ndarray) -> None:
-        voiced = rows[:, F0_COLUMN] > 0
+        voiced = voiced_frames(rows)
         self.sums += rows.sum(axis=0, dtype=np.float64)  # unvoiced F0 entries are 0 and add nothing
         self.frames += len(rows)
         self.voiced += int(voiced.sum())
@@ -105,6 +105,5 @@ class SpeakerStatistics:
         """Raw rows shifted towards the reference voice (unvoiced frames keep F0 = 0)."""
         offset = self.offset(reference)
         out = (rows - offset).astype(np.float32)
-        unvoiced = rows[:, F0_COLUMN] <= 0
-        out[unvoiced, F0_COLUMN] = 0.0
+        out[~voiced_frames(rows), F0_COLUMN] = 0.0
         return out

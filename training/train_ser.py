@@ -35,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from emoloop.models.emotions import EMOTIONS
-from emoloop.models.features import F0_COLUMN, FeatureConfig, FeatureNormalizer
+from emoloop.models.features import F0_COLUMN, FeatureConfig, FeatureNormalizer, voiced_frames
 from emoloop.models.ser import SerConfig
 from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
 from emoloop.models.speaker import SpeakerReference
@@ -144,8 +144,7 @@ def change_voice(features: np.ndarray, semitones: float, warp: float) -> np.ndar
     """
     out = features.copy()
     if semitones:
-        voiced = out[:, F0_COLUMN] > 0
-        out[voiced, F0_COLUMN] += semitones * np.log(2) / 12
+        out[voiced_frames(out), F0_COLUMN] += semitones * np.log(2) / 12
     if warp != 1.0:
         source = np.clip(np.arange(F0_COLUMN) / warp, 0, F0_COLUMN - 1)
         low = np.floor(source).astype(int)
