@@ -27,7 +27,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,6 +218,17 @@ def load_corpus(root: Path, corpus: str = "auto") -> CorpusScan:
     if names == ["manifest"]:
         return read_manifest(root / MANIFEST_NAME)
     return scan_named(root, names)
+
+
+def load_corpora(roots: Sequence[Path], corpus: str = "auto") -> CorpusScan:
+    """Several directories as one corpus (e.g. a real corpus plus generated speech). Rows keep their speaker
+    names, so the same voice generated in two runs stays one speaker and never straddles a split."""
+    merged = CorpusScan()
+    for root in roots:
+        scan = load_corpus(root, corpus)
+        merged.rows += scan.rows
+        merged.dropped += scan.dropped
+    return merged
 
 
 def load_audio(path: Path, sample_rate_hz: int) -> np.ndarray:

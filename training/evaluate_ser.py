@@ -33,7 +33,7 @@ from emoloop.training.corpora import (
     cached_features,
     default_cache_dir,
     load_audio,
-    load_corpus,
+    load_corpora,
 )
 
 matplotlib.use("Agg")
@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Evaluate an SER checkpoint on a corpus (e.g. one it was not trained on).",
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="state dict with its .json sidecar")
-    parser.add_argument("--data", type=Path, required=True, help="corpus directory")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="corpus directory (several are read as one corpus)"
+    )
     parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
     parser.add_argument("--out", type=Path, help="report directory (default: eval-<data name> beside the checkpoint)")
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
     checkpoint = read_checkpoint(args.checkpoint)
     model = load_model(checkpoint, args.device)
-    scan = load_corpus(args.data, args.corpus)
+    scan = load_corpora(args.data, args.corpus)
     print(scan.summary())
     if args.noise_snr_db is None:
         features = cached_features(scan.rows, checkpoint.feature_config, args.cache)
@@ -242,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = compute_metrics(y_true, probabilities.argmax(axis=1), EMOTIONS.index(majority))
     noise = "" if args.noise_snr_db is None else f" with white noise at {args.noise_snr_db:g} dB SNR"
     session = "" if checkpoint.speaker is None else f", sessions of {args.session_clips} + 1 clips"
-    title = f"{args.checkpoint.name} on {args.data.name}{noise}{session}"
-    out = args.out or args.checkpoint.parent / f"eval-{args.data.name}"
+    data_name = "+".join(root.name for root in args.data)
+    title = f"{args.checkpoint.name} on {data_name}{noise}{session}"
+    out = args.out or args.checkpoint.parent / f"eval-{data_name}"
     write_report(metrics, out, title)
     print(f"UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}; report in {out}")
     return 0

@@ -44,7 +44,7 @@ from emoloop.training.corpora import (
     ManifestRow,
     cached_features,
     default_cache_dir,
-    load_corpus,
+    load_corpora,
     write_manifest,
 )
 from emoloop.training.evaluate_ser import Part, compute_metrics, pad_batch, predict, write_report
@@ -295,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m emoloop.training.train_ser",
         description="Train the CNN-BiLSTM emotion recogniser with speaker-independent splits.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="corpus directory")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="corpus directory (several are read as one corpus)"
+    )
     parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
     parser.add_argument("--out", type=Path, default=Path("models/ser"), help="output directory")
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
 
-    scan = load_corpus(args.data, args.corpus)
+    scan = load_corpora(args.data, args.corpus)
     print(scan.summary())
     rows = scan.rows
     speakers = [r.speaker for r in rows]

@@ -14,6 +14,7 @@ from emoloop.training.corpora import (
     cached_features,
     detect_corpora,
     load_audio,
+    load_corpora,
     load_corpus,
     read_manifest,
     write_manifest,
@@ -77,6 +78,21 @@ def test_generic_manifest_paths_are_relative_to_it_and_unknown_emotions_are_refu
     (tmp_path / "manifest.csv").write_text("path,emotion,speaker\nclips/a.wav,sad,anna\nclips/a.wav,bored,bob\n")
     with pytest.raises(ValueError, match=r"manifest.csv:3: emotion: unknown emotion 'bored'"):
         load_corpus(tmp_path)
+
+
+def test_several_directories_read_as_one_corpus_with_one_speaker_per_name(tmp_path: Path) -> None:
+    for run, emotion in (("first", "sad"), ("second", "happy")):
+        write_clip(tmp_path / run / "a.wav", emotion, 0)
+        (tmp_path / run / "manifest.csv").write_text(f"path,emotion,speaker\na.wav,{emotion},anna\n")
+    write_clip(tmp_path / "ravdess" / "03-01-08-01-01-01-02.wav", "neutral", 0)  # surprised: dropped
+
+    scan = load_corpora([tmp_path / "first", tmp_path / "second", tmp_path / "ravdess"])
+
+    assert [(Path(r.path).parent.name, r.emotion, r.speaker) for r in scan.rows] == [
+        ("first", "sad", "anna"),
+        ("second", "happy", "anna"),
+    ]
+    assert scan.dropped == {"ravdess surprised": 1}
 
 
 def test_written_manifest_reads_back_with_extra_columns_ignored(tmp_path: Path) -> None:
