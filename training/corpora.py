@@ -269,16 +269,23 @@ def cached_features(rows: list[ManifestRow], config: FeatureConfig, cache_dir: P
     return out
 
 
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data and --corpus, read by `load_corpora(args.data, args.corpus)`: the same in every training command."""
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="corpus directory (several are read as one corpus)"
+    )
+    parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m emoloop.training.corpora",
-        description="Scan an emotional speech corpus, print what it holds, optionally write a manifest.",
+        description="Scan emotional speech corpora, print what they hold, optionally write one manifest.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="corpus directory")
-    parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
+    add_corpus_arguments(parser)
     parser.add_argument("--out", type=Path, help="manifest CSV to write")
     args = parser.parse_args(argv)
-    scan = load_corpus(args.data, args.corpus)
+    scan = load_corpora(args.data, args.corpus)
     print(scan.summary())
     if args.out:
         write_manifest(scan.rows, args.out)

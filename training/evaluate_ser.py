@@ -28,8 +28,8 @@ from emoloop.models.ser import read_checkpoint
 from emoloop.models.ser_model import SerModel, load_model, pool
 from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 from emoloop.training.corpora import (
-    CORPORA,
     ManifestRow,
+    add_corpus_arguments,
     cached_features,
     default_cache_dir,
     load_audio,
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Evaluate an SER checkpoint on a corpus (e.g. one it was not trained on).",
     )
     parser.add_argument("--checkpoint", type=Path, required=True, help="state dict with its .json sidecar")
-    parser.add_argument(
-        "--data", type=Path, nargs="+", required=True, help="corpus directory (several are read as one corpus)"
-    )
-    parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
+    add_corpus_arguments(parser)
     parser.add_argument("--out", type=Path, help="report directory (default: eval-<data name> beside the checkpoint)")
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
     parser.add_argument("--noise-snr-db", type=float, help="add white noise at this SNR (robustness check)")

@@ -40,8 +40,8 @@ from emoloop.models.ser import SerConfig
 from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
 from emoloop.models.speaker import SpeakerReference
 from emoloop.training.corpora import (
-    CORPORA,
     ManifestRow,
+    add_corpus_arguments,
     cached_features,
     default_cache_dir,
     load_corpora,
@@ -295,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m emoloop.training.train_ser",
         description="Train the CNN-BiLSTM emotion recogniser with speaker-independent splits.",
     )
-    parser.add_argument(
-        "--data", type=Path, nargs="+", required=True, help="corpus directory (several are read as one corpus)"
-    )
-    parser.add_argument("--corpus", default="auto", choices=["auto", *CORPORA], help="layout (default: detect)")
+    add_corpus_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("models/ser"), help="output directory")
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
