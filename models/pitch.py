@@ -18,7 +18,11 @@ FRAME_SAMPLES = 128  # WORLD analysis hop: ~5.8 ms at 22.05 kHz
 F0_FLOOR_HZ = 50.0  # speech F0 search range, low and high voices alike
 F0_CEIL_HZ = 400.0
 YIN_THRESHOLD = 0.1  # the paper's absolute threshold for picking the period
-VOICING_THRESHOLD = 0.25  # frames less periodic than this are unvoiced
+# Voicing is judged below VOICING_LOWPASS_HZ, where a VITS voice's breath and creak noise is weak
+# (as the SER feature extractor does): judged on the full band, ~40% of the frames that are voiced
+# in Piper's joe came out of WORLD as noise. Low-passed white noise stays unvoiced at this threshold.
+VOICING_LOWPASS_HZ = 1000.0
+VOICING_THRESHOLD = 0.4
 
 
 def median5(values: np.ndarray) -> np.ndarray:
@@ -70,20 +74,38 @@ def _normalised_difference(x: np.ndarray, tau_max: int) -> np.ndarray:
     difference = np.maximum(energy[:, width : width + 1] + shifted - 2 * cross, 0.0)
     normalised = np.ones_like(difference)
     running_mean = np.cumsum(difference[:, 1:], axis=1) / np.arange(1, tau_max + 1)
-    normalised[:, 1:] = difference[:, 1:] / np.maximum(running_mean, 1e-12)
+    # Digital silence differs from itself by nothing at every lag: it is aperiodic (1), not periodic (0).
+    np.divide(difference[:, 1:], running_mean, out=normalised[:, 1:], where=running_mean > 1e-12)
     return normalised
 
 
-def _yin(x: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
-    """YIN (de Cheveigné & Kawahara 2002): F0 per frame and its aperiodicity d'(lag),
-    near 0 for periodic frames and near 1 for noise.
+def _lags(sample_rate_hz: int) -> tuple[int, int]:
+    """The shortest and longest searched period, in samples."""
+    return int(sample_rate_hz / F0_CEIL_HZ), int(np.ceil(sample_rate_hz / F0_FLOOR_HZ))
+
+
+def _lowpassed(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """x flat to VOICING_LOWPASS_HZ / 2, rolled off linearly to 0 at 1.5 × VOICING_LOWPASS_HZ."""
+    n = 1 << int(np.ceil(np.log2(max(x.size, 2))))
+    hz = np.fft.rfftfreq(n, 1.0 / sample_rate_hz)
+    gain = np.clip((1.5 * VOICING_LOWPASS_HZ - hz) / VOICING_LOWPASS_HZ, 0.0, 1.0)
+    return np.fft.irfft(np.fft.rfft(x, n) * gain, n)[: x.size]
+
+
+def _aperiodicity(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """Per frame, the deepest d'(tau) over the searched periods: near 0 periodic, near 1 noise."""
+    tau_min, tau_max = _lags(sample_rate_hz)
+    return _normalised_difference(x, tau_max)[:, tau_min:].min(axis=1)
+
+
+def _yin(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """YIN (de Cheveigné & Kawahara 2002): F0 per frame, whether voiced or not.
 
     Used instead of WORLD's DIO, which on low voices with a weak fundamental (joe, ~90 Hz)
     reports an octave too high on ~75% of frames against pYIN; after the median filter in
     estimate_f0, this YIN is within a semitone of pYIN on ~98% of frames both call voiced.
     """
-    tau_min = int(sample_rate_hz / F0_CEIL_HZ)
-    tau_max = int(np.ceil(sample_rate_hz / F0_FLOOR_HZ))
+    tau_min, tau_max = _lags(sample_rate_hz)
     # The searched lags, plus one on either side for the trough tests.
     band = _normalised_difference(x, tau_max)[:, tau_min - 1 :]
     inner = band[:, 1:-1]
@@ -96,13 +118,14 @@ def _yin(x: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
     # Parabolic interpolation for a sub-sample period.
     curvature = left - 2 * mid + right
     offset = np.divide(0.5 * (left - right), curvature, out=np.zeros_like(mid), where=np.abs(curvature) > 1e-12)
-    return sample_rate_hz / (tau_min + lag + np.clip(offset, -1.0, 1.0)), mid
+    return sample_rate_hz / (tau_min + lag + np.clip(offset, -1.0, 1.0))
 
 
 def estimate_f0(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    """F0 per WORLD frame in Hz, 0 where unvoiced (YIN aperiodicity above the threshold)."""
-    f0, aperiodicity = _yin(samples.astype(np.float64), sample_rate_hz)
-    f0 = np.where(aperiodicity < VOICING_THRESHOLD, f0, 0.0)
+    """F0 per WORLD frame in Hz (YIN on the full band), 0 where unvoiced (judged low-passed)."""
+    x = samples.astype(np.float64)
+    voiced = _aperiodicity(_lowpassed(x, sample_rate_hz), sample_rate_hz) < VOICING_THRESHOLD
+    f0 = np.where(voiced, _yin(x, sample_rate_hz), 0.0)
     # A 5-frame median over voiced frames removes isolated octave jumps, which the F0
     # edit would otherwise turn into audible warbles.
     voiced = f0 > 0
