@@ -199,9 +199,9 @@ class PiperEngine:
 
     def _render(self, voice: PiperVoice, phrase: str, prosody: Prosody) -> Iterator[np.ndarray]:
         blocks = voice.vocoder.stream(voice.latents(phrase, prosody), self.first_chunk_frames, self.chunk_frames)
-        # Neutral too goes through the pitch editor (as an identity edit): WORLD resynthesis colours
-        # the voice a little, and the voice should not change colour when its emotion changes.
-        for block in self._pitch_edited(blocks, voice, prosody):
+        if prosody.changes_pitch:
+            blocks = self._pitch_edited(blocks, voice, prosody)
+        for block in blocks:
             yield np.clip(block * prosody.volume_ratio, -1.0, 1.0)
 
     def _pitch_edited(self, blocks: Iterator[np.ndarray], voice: PiperVoice, prosody: Prosody) -> Iterator[np.ndarray]:

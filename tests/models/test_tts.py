@@ -306,15 +306,14 @@ def steady_piper(joe) -> PiperEngine:
     return PiperEngine([dataclasses.replace(joe, noise_scale=0.0, noise_w=0.0)], seed=0)
 
 
-def test_neutral_keeps_the_voices_own_pitch_length_and_loudness(steady_piper):
-    # Neutral passes through the same WORLD resynthesis as the emotions (an identity edit), so the
-    # voice's colour does not change with the emotion; its pitch, timing and level stay the voice's own.
+def test_neutral_is_the_voice_untouched(steady_piper):
+    # Neutral skips the pitch editor: its WORLD resynthesis would cost every neutral answer ~10 ms to
+    # its first chunk and twice the CPU (measured with it: end-to-end p50 80 -> 89 ms in `make bench`).
     voice = steady_piper.voice()
-    raw = voice.vocoder.decode(voice.latents(SENTENCES[0], prosody_for("neutral")))
+    expected = voice.vocoder.decode(voice.latents(SENTENCES[0], prosody_for("neutral")))
     spoken = _audio(steady_piper.synthesize(SENTENCES[0]))
-    assert spoken.size == raw.size
-    assert np.median(_voiced_semitones(spoken)) == pytest.approx(np.median(_voiced_semitones(raw)), abs=0.3)
-    assert np.sqrt(np.mean(spoken**2)) == pytest.approx(np.sqrt(np.mean(raw**2)), rel=0.05)  # measured 2 %
+    assert spoken.size == expected.size
+    assert np.abs(spoken - expected).max() < 1e-4  # chunked decoding's float noise only
 
 
 def test_rate_changes_hold_for_the_whole_utterance(joe):
