@@ -83,16 +83,7 @@ class SerModel(nn.Module):
     def frame_outputs(
         self, features: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame logits [B, T, n_classes] and salience scores [B, T] for normalised features [B, T, F]."""
-        return self.head_outputs(self.encode(features, lengths))
-
-    def head_outputs(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame logits and salience scores from `encode`'s output."""
-        out = self.head(self.dropout(encoded))
-        return out[..., :-1], out[..., -1]
-
-    def encode(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """The BiLSTM's frame outputs [B, T, 2 * lstm_hidden] for normalised features [B, T, F].
+        """Frame logits [B, T, n_classes] and salience scores [B, T] for normalised features [B, T, F].
 
         With `lengths`, frames past each row's length are padding: they are zeroed between blocks and
         the LSTM runs packed, so valid frames get exactly the outputs they would get unpadded.
@@ -106,7 +97,8 @@ class SerModel(nn.Module):
             x = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=features.shape[1])[0]
         else:
             x = self.lstm(x)[0]
-        return x
+        out = self.head(self.dropout(x))
+        return out[..., :-1], out[..., -1]
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Frame logits [B, T, n_classes]."""

@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +75,6 @@ class TrainConfig:
     time_masks: int = 2  # ... and this many random stretches of frames
     time_mask_frames: int = 20  # ... each up to this many frames (10 ms) long
     grad_clip: float = 5.0
-    speaker_adversary: float = 0.0  # gradient-reversal strength of the speaker adversary (0: off)
     seed: int = 13
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -174,43 +172,6 @@ def spec_augment(rows: np.ndarray, config: TrainConfig, rng: np.random.Generator
     return out
 
 
-class _ReverseGradient(torch.autograd.Function):
-    """Identity forward; backward multiplies the gradient by -strength (Ganin & Lempitsky 2015)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, strength: float) -> torch.Tensor:
-        ctx.strength = strength
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return -ctx.strength * grad, None
-
-
-class SpeakerAdversary(nn.Module):
-    """Guesses the training speaker from an utterance's pooled BiLSTM state, through a gradient reversal.
-
-    The adversary learns to tell the speakers apart while the encoder beneath it is pushed the other way,
-    to forget who is speaking: what is left for the emotion head is less of one voice's habits and, in the
-    hope this tests, more of what carries over to a voice never heard. Training only; not in the checkpoint.
-    """
-
-    def __init__(self, width: int, n_speakers: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(width, 256), nn.ReLU(), nn.Linear(256, n_speakers))
-
-    def forward(
-        self, encoded: torch.Tensor, scores: torch.Tensor, lengths: torch.Tensor, strength: float
-    ) -> torch.Tensor:
-        """Speaker logits [B, n_speakers], pooled with the emotion head's salience weights."""
-        return self.net(_ReverseGradient.apply(pool(encoded, scores.detach(), lengths), strength))
-
-
-def reversal_strength(progress: float, peak: float) -> float:
-    """DANN's schedule: from 0 up towards `peak` as training progresses (0..1), so early features form first."""
-    return peak * (2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
-
-
 def session_size(rng: np.random.Generator, max_clips: int) -> int:
     """How many other clips of the speaker a training session holds: 0 or a power of two up to max_clips."""
     sizes = [0] + [2**i for i in range(max_clips.bit_length()) if 2**i <= max_clips]
@@ -227,24 +188,19 @@ def train_epoch(
     config: TrainConfig,
     rng: np.random.Generator,
     device: torch.device,
-    adversary: SpeakerAdversary | None = None,
-    progress: tuple[float, float] = (0.0, 1.0),
 ) -> float:
     """One pass over the raw training clips in random order.
 
     Each crop is voice-changed, then (with a reference) adapted to its speaker's statistics over a random
     session of the clip and some of the speaker's other clips, voice-changed alike, then normalised and masked.
-    `progress` is the share of training done before and after this epoch (for the adversary's schedule).
     """
     model.train()
     utterance_loss = nn.CrossEntropyLoss(weight=weights.to(device))
     frame_loss = nn.CrossEntropyLoss(weight=weights.to(device), reduction="none")
     batches = length_batches([len(f) for f in train.features], config.batch_size, rng)
-    speaker_ids = {name: i for i, name in enumerate(sorted(set(train.speakers)))}
-    speakers = torch.tensor([speaker_ids[name] for name in train.speakers])
     total = 0.0
-    bar = tqdm(batches, desc="train", unit="batch", leave=False)
-    for step, idx in enumerate(bar):
+    progress = tqdm(batches, desc="train", unit="batch", leave=False)
+    for idx in progress:
         crop = min(config.max_frames, min(len(train.features[i]) for i in idx))
         rows = []
         for i in idx:
@@ -259,24 +215,18 @@ def train_epoch(
             rows.append(spec_augment(normalizer.apply(changed), config, rng))
         batch, lengths = pad_batch(rows)
         batch, lengths, target = batch.to(device), lengths.to(device), torch.from_numpy(train.labels[idx]).to(device)
-        encoded = model.encode(batch, lengths)
-        logits, scores = model.head_outputs(encoded)
+        logits, scores = model.frame_outputs(batch, lengths)
         loss = utterance_loss(pool(logits, scores, lengths), target)
         if config.frame_loss_weight > 0:
             mask = frame_mask(lengths, batch.shape[1])
             per_frame = frame_loss(logits.transpose(1, 2), target[:, None].expand(-1, batch.shape[1]))
             loss = loss + config.frame_loss_weight * (per_frame * mask).sum() / mask.sum()
-        objective = loss
-        if adversary is not None:
-            done = progress[0] + (progress[1] - progress[0]) * step / len(batches)
-            guess = adversary(encoded, scores, lengths, reversal_strength(done, config.speaker_adversary))
-            objective = loss + nn.functional.cross_entropy(guess, speakers[idx].to(device))
         optimizer.zero_grad()
-        objective.backward()
+        loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        total += loss.item() * len(idx)  # the emotion loss alone, comparable with or without the adversary
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        total += loss.item() * len(idx)
+        progress.set_postfix(loss=f"{loss.item():.3f}")
     return total / len(train.features)
 
 
@@ -292,20 +242,13 @@ def fit(
     """Train with early stopping on validation UAR; returns the best model and the per-epoch history."""
     rng = np.random.default_rng(config.seed)
     weights = class_weights(train.labels)
-    adversary = None
-    if config.speaker_adversary > 0:
-        adversary = SpeakerAdversary(2 * model.config.lstm_hidden, len(set(train.speakers))).to(device)
-    parameters = list(model.parameters()) + ([] if adversary is None else list(adversary.parameters()))
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.cosine_lr else None
     val_features = val.adapted(reference, config.session_clips, config.seed)
     best_uar, best_state, since_best, history = -1.0, None, 0, []
     start = time.monotonic()
     for epoch in range(1, config.epochs + 1):
-        progress = ((epoch - 1) / config.epochs, epoch / config.epochs)
-        loss = train_epoch(
-            model, optimizer, train, normalizer, reference, weights, config, rng, device, adversary, progress
-        )
+        loss = train_epoch(model, optimizer, train, normalizer, reference, weights, config, rng, device)
         if schedule is not None:
             schedule.step()
         predicted = predict(model, normalizer, val_features).argmax(axis=1)

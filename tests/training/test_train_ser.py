@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureExtractor
@@ -17,13 +16,7 @@ from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 from emoloop.training import evaluate_ser, train_ser
 from emoloop.training.corpora import load_audio
 from emoloop.training.evaluate_ser import Part, compute_metrics
-from emoloop.training.train_ser import (
-    SpeakerAdversary,
-    class_weights,
-    reversal_strength,
-    session_size,
-    split_speakers,
-)
+from emoloop.training.train_ser import class_weights, session_size, split_speakers
 from tests.training.synthetic import write_clip
 
 TINY_MODEL = ["--conv-channels", "8", "--lstm-hidden", "8", "--lstm-layers", "1"]
@@ -213,33 +206,3 @@ def test_cold_start_adaptation_judges_each_clip_against_itself() -> None:
 def test_training_sessions_range_from_a_cold_start_to_many_clips() -> None:
     rng = np.random.default_rng(0)
     assert {session_size(rng, 16) for _ in range(500)} == {0, 1, 2, 4, 8, 16}
-
-
-def test_the_speaker_adversary_pushes_the_encoder_away_from_telling_speakers_apart() -> None:
-    encoded = torch.randn(4, 10, 6, requires_grad=True)
-    scores, lengths, speakers = torch.zeros(4, 10), torch.tensor([10, 8, 6, 4]), torch.tensor([0, 1, 2, 1])
-    adversary = SpeakerAdversary(6, n_speakers=3)
-
-    def encoder_gradient(strength: float) -> torch.Tensor:
-        encoded.grad = None
-        torch.nn.functional.cross_entropy(adversary(encoded, scores, lengths, strength), speakers).backward()
-        return encoded.grad.clone()
-
-    # The adversary itself learns to guess the speaker; the encoder gets the guess's gradient reversed.
-    np.testing.assert_allclose(encoder_gradient(0.5), -0.5 * encoder_gradient(-1.0), rtol=1e-5, atol=1e-8)
-    assert adversary.net[0].weight.grad is not None
-
-
-def test_the_adversary_fades_in_and_stays_out_of_the_checkpoint(tmp_path: Path) -> None:
-    assert reversal_strength(0.0, 0.3) == 0.0
-    assert 0.29 < reversal_strength(1.0, 0.3) <= 0.3
-    assert reversal_strength(0.1, 1.0) < reversal_strength(0.2, 1.0) < reversal_strength(0.5, 1.0)
-    data = crema_like_corpus(tmp_path / "data", speakers=3, per_class=1)
-    args = ["--data", str(data), "--cache", str(tmp_path / "cache"), "--epochs", "1", "--threads", "1"]
-    for name, strength in (("plain", "0"), ("adversarial", "0.5")):
-        common = [*args, *TINY_MODEL, "--out", str(tmp_path / name), "--test-speakers", "crema-d:1001"]
-        assert train_ser.main([*common, "--speaker-adversary", strength]) == 0
-    plain = torch.load(tmp_path / "plain" / "ser.pt")
-    adversarial = torch.load(tmp_path / "adversarial" / "ser.pt")
-    assert plain.keys() == adversarial.keys()
-    assert json.loads((tmp_path / "adversarial" / "ser.json").read_text())["training"]["speaker_adversary"] == 0.5
