@@ -118,6 +118,12 @@ def mel_filterbank(config: FeatureConfig) -> np.ndarray:
     return np.maximum(0.0, np.minimum(rising, falling))
 
 
+def voicing_lowpass(hz: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """Gain at frequencies `hz` of the low-pass that voicing is judged through: flat to cutoff / 2, then a
+    linear roll-off to 0 at 1.5 × cutoff. Below it a breathy or creaky voice is still clearly periodic."""
+    return np.clip((1.5 * cutoff_hz - hz) / cutoff_hz, 0.0, 1.0)
+
+
 def voiced_frames(rows: np.ndarray) -> np.ndarray:
     """Which feature rows [T, 82] are voiced: the F0 column holds ln Hz there and 0 (ln 1) where unvoiced."""
     return np.asarray(rows)[:, F0_COLUMN] > 0
@@ -152,9 +158,7 @@ class FeatureExtractor:
         # Periodic Hann, as torch.hann_window and torchaudio use.
         self._window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.win_length) / c.win_length)
         self._mel = mel_filterbank(c).T.copy()
-        # Flat to yin_lowpass_hz / 2, linear roll-off to 0 at 1.5 × yin_lowpass_hz.
-        bin_hz = np.fft.rfftfreq(self._yin_fft, 1 / c.sample_rate_hz)
-        self._lowpass = np.clip((1.5 * c.yin_lowpass_hz - bin_hz) / c.yin_lowpass_hz, 0.0, 1.0)
+        self._lowpass = voicing_lowpass(np.fft.rfftfreq(self._yin_fft, 1 / c.sample_rate_hz), c.yin_lowpass_hz)
         self.reset()
 
     def reset(self) -> None:

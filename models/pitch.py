@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyworld
 
+from .features import voicing_lowpass
+
 FRAME_SAMPLES = 128  # WORLD analysis hop: ~5.8 ms at 22.05 kHz
 F0_FLOOR_HZ = 50.0  # speech F0 search range, low and high voices alike
 F0_CEIL_HZ = 400.0
@@ -85,10 +87,9 @@ def _lags(sample_rate_hz: int) -> tuple[int, int]:
 
 
 def _lowpassed(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    """x flat to VOICING_LOWPASS_HZ / 2, rolled off linearly to 0 at 1.5 × VOICING_LOWPASS_HZ."""
+    """x through the SER features' voicing low-pass at VOICING_LOWPASS_HZ."""
     n = 1 << int(np.ceil(np.log2(max(x.size, 2))))
-    hz = np.fft.rfftfreq(n, 1.0 / sample_rate_hz)
-    gain = np.clip((1.5 * VOICING_LOWPASS_HZ - hz) / VOICING_LOWPASS_HZ, 0.0, 1.0)
+    gain = voicing_lowpass(np.fft.rfftfreq(n, 1.0 / sample_rate_hz), VOICING_LOWPASS_HZ)
     return np.fft.irfft(np.fft.rfft(x, n) * gain, n)[: x.size]
 
 
@@ -124,8 +125,8 @@ def _yin(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
 def estimate_f0(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     """F0 per WORLD frame in Hz (YIN on the full band), 0 where unvoiced (judged low-passed)."""
     x = samples.astype(np.float64)
-    voiced = _aperiodicity(_lowpassed(x, sample_rate_hz), sample_rate_hz) < VOICING_THRESHOLD
-    f0 = np.where(voiced, _yin(x, sample_rate_hz), 0.0)
+    periodic = _aperiodicity(_lowpassed(x, sample_rate_hz), sample_rate_hz) < VOICING_THRESHOLD
+    f0 = np.where(periodic, _yin(x, sample_rate_hz), 0.0)
     # A 5-frame median over voiced frames removes isolated octave jumps, which the F0
     # edit would otherwise turn into audible warbles.
     voiced = f0 > 0
