@@ -269,6 +269,11 @@ def cached_features(rows: list[ManifestRow], config: FeatureConfig, cache_dir: P
     return out
 
 
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    """--cache, where `cached_features` keeps features between runs: the same in training and evaluation."""
+    parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
+
+
 def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     """--data and --corpus, read by `load_corpora(args.data, args.corpus)`: the same in every training command."""
     parser.add_argument(

@@ -29,9 +29,9 @@ from emoloop.models.ser_model import SerModel, load_model, pool
 from emoloop.models.speaker import SpeakerReference, SpeakerStatistics
 from emoloop.training.corpora import (
     ManifestRow,
+    add_cache_argument,
     add_corpus_arguments,
     cached_features,
-    default_cache_dir,
     load_audio,
     load_corpora,
 )
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="state dict with its .json sidecar")
     add_corpus_arguments(parser)
     parser.add_argument("--out", type=Path, help="report directory (default: eval-<data name> beside the checkpoint)")
-    parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
+    add_cache_argument(parser)
     parser.add_argument("--noise-snr-db", type=float, help="add white noise at this SNR (robustness check)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--seed", type=int, default=0, help="noise and session seed")

@@ -41,9 +41,9 @@ from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, poo
 from emoloop.models.speaker import SpeakerReference
 from emoloop.training.corpora import (
     ManifestRow,
+    add_cache_argument,
     add_corpus_arguments,
     cached_features,
-    default_cache_dir,
     load_corpora,
     write_manifest,
 )
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_corpus_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("models/ser"), help="output directory")
-    parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="feature cache directory")
+    add_cache_argument(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
