@@ -4,10 +4,8 @@ The engines render an emotion's prosody (pitch level and range, rate, loudness),
 loudness cue is mostly washed out by the random gain of augmentation, and pitch level is ambiguous for a voice
 the model has never heard. Real acted emotions also differ in voice quality, which survives a gain change and
 is relative to the voice itself (Murray & Arnott 1993; Schröder 2001): this module adds it, from the table in
-`acting.toml`, to a 16 kHz clip before augmentation. Voices also differ in their habitual quality (a breathy,
-creaky or bright voice is so in every emotion), so each voice gets its own baseline (`[speaker]` in the table)
-under every take: the model must hear quality relative to the voice, not against the engines' clean voices.
-It is a training-data concern only; the synthesis service does not use it.
+`acting.toml`, to a 16 kHz clip before augmentation. It is a training-data concern only; the synthesis service
+does not use it.
 """
 
 from __future__ import annotations
@@ -43,26 +41,13 @@ class VoiceQuality:
 _KEYS = tuple(f.name for f in fields(VoiceQuality))
 
 
-PLAIN = VoiceQuality(0.0, 0.0, 0.0, 0.0)
-SPREADS = ("variation", "speaker")  # table sections that are SDs of random draws, not emotions
-
-
-@dataclass(frozen=True)
-class ActingTable:
-    """The emotions' voice quality, the SD of its per-take variation and the SD of each voice's own baseline."""
-
-    entries: dict[str, VoiceQuality]
-    variation: VoiceQuality
-    speaker: VoiceQuality
-
-
-def parse_table(table: dict) -> ActingTable:
-    """Validate a decoded table: every emotion, `variation` and `speaker` with exactly the known keys, all numbers."""
-    unknown = set(table) - set(EMOTIONS) - set(SPREADS)
+def parse_table(table: dict) -> tuple[dict[str, VoiceQuality], VoiceQuality]:
+    """Validate a decoded table: every emotion and `variation` with exactly the known keys, all numbers."""
+    unknown = set(table) - set(EMOTIONS) - {"variation"}
     if unknown:
         raise ValueError(f"unknown section(s) in acting table: {sorted(unknown)}")
     entries = {}
-    for name in (*EMOTIONS, *SPREADS):
+    for name in (*EMOTIONS, "variation"):
         entry = table.get(name)
         if entry is None:
             raise ValueError(f"acting table lacks [{name}]")
@@ -73,36 +58,23 @@ def parse_table(table: dict) -> ActingTable:
         if any(entry[k] < 0 for k in _KEYS if k != "tilt_db_per_octave"):
             raise ValueError(f"[{name}]: only tilt_db_per_octave may be negative")
         entries[name] = VoiceQuality(**{k: float(entry[k]) for k in _KEYS})
-    variation, speaker = (entries.pop(name) for name in SPREADS)
+    variation = entries.pop("variation")
     if any(e.harshness > 1 for e in entries.values()):
         raise ValueError("harshness is a mix fraction and must be at most 1")
-    return ActingTable(entries, variation, speaker)
+    return entries, variation
 
 
 @cache
-def load_table(path: Path = TABLE) -> ActingTable:
+def load_table(path: Path = TABLE) -> tuple[dict[str, VoiceQuality], VoiceQuality]:
     with open(path, "rb") as handle:
         return parse_table(tomllib.load(handle))
 
 
-def speaker_baseline(rng: np.random.Generator, path: Path = TABLE) -> VoiceQuality:
-    """A voice's habitual quality: normal draws with the `[speaker]` SDs (magnitudes for the non-negative fields)."""
-    spread = load_table(path).speaker
-    values = {k: float(rng.normal(0.0, getattr(spread, k))) for k in _KEYS}
-    return VoiceQuality(**{k: v if k == "tilt_db_per_octave" else abs(v) for k, v in values.items()})
-
-
-def vary(
-    emotion: str, intensity: float, rng: np.random.Generator, baseline: VoiceQuality = PLAIN, path: Path = TABLE
-) -> VoiceQuality:
-    """One take: the voice's baseline plus the entry scaled by the acting intensity, plus per-utterance noise,
-    clipped to valid ranges."""
-    table = load_table(path)
-    entry = table.entries[emotion]
-    values = {
-        k: getattr(baseline, k) + intensity * getattr(entry, k) + rng.normal(0.0, getattr(table.variation, k))
-        for k in _KEYS
-    }
+def vary(emotion: str, intensity: float, rng: np.random.Generator, path: Path = TABLE) -> VoiceQuality:
+    """One take: the entry scaled by the acting intensity, plus per-utterance noise, clipped to valid ranges."""
+    entries, variation = load_table(path)
+    entry = entries[emotion]
+    values = {k: intensity * getattr(entry, k) + rng.normal(0.0, getattr(variation, k)) for k in _KEYS}
     quality = VoiceQuality(**values)
     return replace(
         quality,

@@ -15,13 +15,7 @@ pitch range, 0.05 of rate, 0.10 of volume and of the VITS noise scales) and valu
 bounds (`BOUNDS`). Neutral gets the noise only. Neighbouring emotions (happy/angry, calm/sad) therefore
 overlap, as real acting does. The same intensity scales the take's voice quality (`acting.toml`: spectral
 tilt, breathiness, tremor, harshness; see acting.py), added to the rendering: gain augmentation erases
-loudness, and pitch level means little for an unknown voice, but voice quality survives both. Each voice also
-gets its own habitual quality (`[speaker]` in acting.toml), drawn once and added under all its takes, so that
-a voice that is breathy or bright in every emotion is not heard as sad or angry.
-
-A share of the renderings (--resynth-probability, default 0.4) goes through a WORLD analysis-synthesis round
-trip with the pitch unchanged (models/pitch.py) before acting, as every pitch-edited answer of the Piper
-engine does: the vocoder's colouring must not be a cue for any emotion.
+loudness, and pitch level means little for an unknown voice, but voice quality survives both.
 
 Each rendering (resampled to 16 kHz mono) is written `--copies` times: copy 0 with only a random gain, the
 others through random augmentation: gain U(-6, +6) dB, speed x U(0.95, 1.05) (half of them), light
@@ -32,11 +26,10 @@ power of the whole clip, as evaluate_ser's --noise-snr-db measures it).
 Held-out TEST voices (never trained or validated on) are chosen explicitly (`TEST_VOICES`, or --test-voices)
 and written to `test_speakers.txt` for `train_ser --test-speakers`. Written to --out: wav/<speaker>/*.wav,
 manifest.csv (path,emotion,speaker,corpus,duration_s + engine, voice, split, sentence id, augmentation,
-prosody and voice quality used, whether resynthesised), test-voices/manifest.csv and test-<engine>/manifest.csv
-(the held-out clips only, for evaluate_ser), test_speakers.txt and generation.json (the settings).
-`--jobs N` renders N voices at a time in worker processes; every voice has its own random generator, so what
-is acted and how each copy is augmented do not depend on N (espeak-ng's output can differ by a few samples
-with the voice it spoke before).
+prosody used), test-voices/manifest.csv and test-<engine>/manifest.csv (the held-out clips only, for
+evaluate_ser), test_speakers.txt and generation.json (the settings). `--jobs N` renders N voices at a time
+in worker processes; every voice has its own random generator, so what is acted and how each copy is
+augmented do not depend on N (espeak-ng's output can differ by a few samples with the voice it spoke before).
 """
 
 from __future__ import annotations
@@ -60,7 +53,6 @@ from tqdm import tqdm
 
 from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
-from emoloop.models.pitch import F0Edit, resynthesize
 from emoloop.models.prosody import Prosody, prosody_for
 from emoloop.models.tts import TtsEngine, load_engine
 from emoloop.training import acting
@@ -101,9 +93,6 @@ BOUNDS = {
     "noise_scale_ratio": (0.5, 1.6),
     "noise_w_ratio": (0.5, 1.8),
 }
-
-RESYNTH_PROBABILITY = 0.4  # default share of renderings sent through a WORLD round trip
-UNCHANGED_PITCH = F0Edit(center_hz=100.0)  # shift 0, range 1, no jitter: the centre does not matter
 
 # Augmentation of copies 1.. (copy 0 gets the gain only).
 GAIN_DB = (-6.0, 6.0)
@@ -239,7 +228,6 @@ class Take:
     intensity: float
     prosody: Prosody
     quality: acting.VoiceQuality
-    resynthesised: bool
 
 
 _ENGINES: dict[str, TtsEngine] = {}
@@ -263,7 +251,6 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
     engine = engine_for(engine_name, args.seed)
     rng = speaker_rng(args.seed, speaker)
     chosen = rng.choice(len(sentences), size=min(count, len(sentences)), replace=False)
-    baseline = acting.speaker_baseline(rng)
     folder = args.out / "wav" / speaker.replace(":", "_")
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -271,20 +258,17 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
         for emotion in EMOTIONS:
             intensity = rng.uniform(*INTENSITY)
             prosody = vary_prosody(prosody_for(emotion), intensity, rng)
-            quality = acting.vary(emotion, intensity, rng, baseline)
-            resynthesised = bool(rng.random() < args.resynth_probability)
+            quality = acting.vary(emotion, intensity, rng)
             # Noise whose length follows the audio draws from a child generator, so that the takes and
             # augmentations drawn from `rng` do not depend on how long the engine's rendering came out.
             audio = render(engine, sentences[sentence_id], emotion, voice, prosody)
-            if resynthesised:
-                audio = resynthesize(audio, SAMPLE_RATE_HZ, UNCHANGED_PITCH, rng.spawn(1)[0])
             audio = acting.act(audio, quality, rng.spawn(1)[0])
             for copy in range(args.copies):
                 settings = draw_augmentation(rng, clean=copy == 0)
                 path = folder / f"{emotion}_s{sentence_id:03d}_c{copy}.wav"
                 clip = augment(audio, settings, rng.spawn(1)[0])
                 soundfile.write(path, clip, SAMPLE_RATE_HZ, subtype="PCM_16")
-                take = Take(emotion, sentence_id, copy, intensity, prosody, quality, resynthesised)
+                take = Take(emotion, sentence_id, copy, intensity, prosody, quality)
                 rows.append(manifest_row(path, args.out, speaker, take, settings, args))
     return rows
 
@@ -335,7 +319,6 @@ def manifest_row(
         "intensity": f"{take.intensity:.3f}",
         **{f"prosody_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(take.prosody).items()},
         **{f"acting_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(take.quality).items()},
-        "resynthesised": int(take.resynthesised),
     }
 
 
@@ -372,10 +355,8 @@ def write_outputs(rows: list[dict[str, object]], args: argparse.Namespace, secon
         "hours": round(sum(float(r["duration_s"]) for r in rows) / 3600, 3),
         "wall_time_s": round(seconds, 1),
         "prosody_variation": {"intensity": INTENSITY, "pitch_sd_semitones": PITCH_SD_SEMITONES, "log_sd": LOG_SD},
-        "acting": {name: dataclasses.asdict(q) for name, q in acting.load_table().entries.items()},
-        "acting_variation": dataclasses.asdict(acting.load_table().variation),
-        "acting_speaker_sd": dataclasses.asdict(acting.load_table().speaker),
-        "resynth_probability": args.resynth_probability,
+        "acting": {name: dataclasses.asdict(q) for name, q in acting.load_table()[0].items()},
+        "acting_variation": dataclasses.asdict(acting.load_table()[1]),
         "bounds": BOUNDS,
         "augmentation": {
             "gain_db": GAIN_DB,
@@ -410,15 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--voices", type=_names, default=list(DEFAULT_VOICES), help="comma-separated engine:voice")
     parser.add_argument("--test-voices", type=_names, default=list(TEST_VOICES), help="held-out engine:voice list")
     parser.add_argument("--sentences-file", type=Path, default=SENTENCES_FILE)
-    parser.add_argument(
-        "--resynth-probability",
-        type=float,
-        default=RESYNTH_PROBABILITY,
-        help=f"share of renderings sent through a WORLD round trip (default {RESYNTH_PROBABILITY})",
-    )
     args = parser.parse_args(argv)
-    if not 0.0 <= args.resynth_probability <= 1.0:
-        parser.error("--resynth-probability must be between 0 and 1")
     if args.copies < 1:
         parser.error("--copies must be at least 1")
     if args.jobs < 1:

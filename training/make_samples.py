@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         tried = []
         for sentence in candidate_sentences(args.candidates):
             audio = render(engine, sentence, emotion, voice, prosody_for(emotion))
-            audio = acting.act(audio, acting.load_table().entries[emotion], np.random.default_rng(args.seed))
+            audio = acting.act(audio, acting.load_table()[0][emotion], np.random.default_rng(args.seed))
             if not DURATION_S[0] <= audio.size / SAMPLE_RATE_HZ <= DURATION_S[1]:
                 continue
             result = recognizer.recognize(extractor.extract(audio))

@@ -98,38 +98,6 @@ def test_emotions_differ_in_the_intended_direction(generated, rows):
     assert mean_duration["sad"] > mean_duration["neutral"] > mean_duration["angry"]
 
 
-def test_a_share_of_renderings_is_resynthesised_and_each_voice_keeps_one_habitual_quality(rows):
-    by_rendering = defaultdict(set)
-    for row in rows:
-        by_rendering[row["speaker"], row["sentence_id"], row["emotion"]].add(row["resynthesised"])
-    assert all(len(flags) == 1 for flags in by_rendering.values())  # both copies of a rendering agree
-    share = np.mean([flags == {"1"} for flags in by_rendering.values()])
-    assert 0.1 < share < 0.8  # default 0.4 over 36 renderings
-    neutral_breath = defaultdict(set)
-    for row in rows:
-        if row["emotion"] == "neutral":
-            neutral_breath[row["speaker"]].add(float(row["acting_breath_ratio"]))
-    assert len({min(values) for values in neutral_breath.values()}) == len(VOICES)  # voices differ at rest
-
-
-def test_a_resynthesised_rendering_keeps_its_length_pitch_and_loudness(speech):
-    from emoloop.training.acting import rms
-
-    out = generate_data.resynthesize(speech, 16000, generate_data.UNCHANGED_PITCH, np.random.default_rng(0))
-    before, after = estimate_f0(speech, 16000), estimate_f0(out, 16000)
-    both = (before > 0) & (after > 0)
-    assert out.size == speech.size and rms(out) == pytest.approx(rms(speech), rel=1e-3)
-    assert both.sum() > 0.8 * (before > 0).sum()
-    assert np.median(np.abs(12 * np.log2(after[both] / before[both]))) < 0.3
-    assert not np.allclose(out, speech, atol=1e-3)  # it is a real round trip, not a copy
-
-
-def test_a_resynthesis_probability_outside_0_to_1_is_refused(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        generate_data.main(["--out", str(tmp_path), "--resynth-probability", "1.5"])
-    assert "--resynth-probability" in capsys.readouterr().err
-
-
 def test_acting_varies_around_the_table_within_bounds() -> None:
     rng = np.random.default_rng(0)
     takes = [vary_prosody(prosody_for("happy"), rng.uniform(0.7, 1.3), rng) for _ in range(300)]
