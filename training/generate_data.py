@@ -17,6 +17,13 @@ overlap, as real acting does. The same intensity scales the take's voice quality
 tilt, breathiness, tremor, harshness; see acting.py), added to the rendering: gain augmentation erases
 loudness, and pitch level means little for an unknown voice, but voice quality survives both.
 
+A share of the training renderings (--world-pitch-probability, default 0.4) takes the Piper engine's route to
+emotional pitch: the engine speaks with the take's rate, volume and noise but a flat pitch, and the take's pitch
+level, range and jitter are then put on the audio by the WORLD editor (models/pitch.py), around the rendering's
+own median F0. So WORLD's colouring is heard with every emotion, in every voice, and is no cue to any of them;
+and what WORLD-edited pitch sounds like is learnt on the training voices, not met first on an unseen one.
+Held-out voices always take their engine's own route: they stand for what the engines say.
+
 Each rendering (resampled to 16 kHz mono) is written `--copies` times: copy 0 with only a random gain, the
 others through random augmentation: gain U(-6, +6) dB, speed x U(0.95, 1.05) (half of them), light
 reverberation (40 %: exponentially decaying noise impulse response, RT60 U(0.15, 0.6) s, direct-to-reverberant
@@ -26,10 +33,11 @@ power of the whole clip, as evaluate_ser's --noise-snr-db measures it).
 Held-out TEST voices (never trained or validated on) are chosen explicitly (`TEST_VOICES`, or --test-voices)
 and written to `test_speakers.txt` for `train_ser --test-speakers`. Written to --out: wav/<speaker>/*.wav,
 manifest.csv (path,emotion,speaker,corpus,duration_s + engine, voice, split, sentence id, augmentation,
-prosody used), test-voices/manifest.csv and test-<engine>/manifest.csv (the held-out clips only, for
-evaluate_ser), test_speakers.txt and generation.json (the settings). `--jobs N` renders N voices at a time
-in worker processes; every voice has its own random generator, so what is acted and how each copy is
-augmented do not depend on N (espeak-ng's output can differ by a few samples with the voice it spoke before).
+prosody and voice quality used, pitch route), test-voices/manifest.csv and test-<engine>/manifest.csv
+(the held-out clips only, for evaluate_ser), test_speakers.txt and generation.json (the settings).
+`--jobs N` renders N voices at a time in worker processes; every voice has its own random generator, so what
+is acted and how each copy is augmented do not depend on N (espeak-ng's output can differ by a few samples
+with the voice it spoke before).
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from tqdm import tqdm
 
 from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
+from emoloop.models.pitch import F0Edit, estimate_f0, resynthesize
 from emoloop.models.prosody import Prosody, prosody_for
 from emoloop.models.tts import TtsEngine, load_engine
 from emoloop.training import acting
@@ -93,6 +102,8 @@ BOUNDS = {
     "noise_scale_ratio": (0.5, 1.6),
     "noise_w_ratio": (0.5, 1.8),
 }
+
+WORLD_PITCH_PROBABILITY = 0.4  # default share of training renderings whose pitch WORLD puts on
 
 # Augmentation of copies 1.. (copy 0 gets the gain only).
 GAIN_DB = (-6.0, 6.0)
@@ -213,6 +224,20 @@ def render(engine: TtsEngine, text: str, emotion: str, voice: str, prosody: Pros
     return resample(audio.astype(np.float32), rate, SAMPLE_RATE_HZ) if rate != SAMPLE_RATE_HZ else audio
 
 
+def flat_pitch(prosody: Prosody) -> Prosody:
+    """The take without its pitch edits, for an engine that is to speak it at its own pitch."""
+    return dataclasses.replace(prosody, pitch_shift_semitones=0.0, pitch_range_ratio=1.0, jitter_semitones=0.0)
+
+
+def pitch_in_world(audio: np.ndarray, prosody: Prosody, rng: np.random.Generator) -> np.ndarray:
+    """The take's pitch level, range and jitter put on a flat rendering by WORLD, as the Piper engine does; the
+    pivot is the rendering's median voiced F0 (Piper's is its voice's)."""
+    f0 = estimate_f0(audio, SAMPLE_RATE_HZ)
+    center = float(np.median(f0[f0 > 0])) if np.any(f0 > 0) else 100.0  # nothing voiced: nothing to edit
+    edit = F0Edit(center, prosody.pitch_shift_semitones, prosody.pitch_range_ratio, prosody.jitter_semitones)
+    return resynthesize(audio, SAMPLE_RATE_HZ, edit, rng)
+
+
 def speaker_rng(seed: int, speaker: str) -> np.random.Generator:
     """A generator per voice, so adding or removing a voice leaves every other voice's data unchanged."""
     return np.random.default_rng([seed, zlib.crc32(speaker.encode())])
@@ -228,6 +253,7 @@ class Take:
     intensity: float
     prosody: Prosody
     quality: acting.VoiceQuality
+    pitch_route: str  # "engine" or "world"
 
 
 _ENGINES: dict[str, TtsEngine] = {}
@@ -250,6 +276,7 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
     engine_name, voice = speaker.split(":", 1)
     engine = engine_for(engine_name, args.seed)
     rng = speaker_rng(args.seed, speaker)
+    held_out = speaker in args.test_voices
     chosen = rng.choice(len(sentences), size=min(count, len(sentences)), replace=False)
     folder = args.out / "wav" / speaker.replace(":", "_")
     folder.mkdir(parents=True, exist_ok=True)
@@ -259,16 +286,21 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
             intensity = rng.uniform(*INTENSITY)
             prosody = vary_prosody(prosody_for(emotion), intensity, rng)
             quality = acting.vary(emotion, intensity, rng)
+            route = "world" if not held_out and rng.random() < args.world_pitch_probability else "engine"
             # Noise whose length follows the audio draws from a child generator, so that the takes and
             # augmentations drawn from `rng` do not depend on how long the engine's rendering came out.
-            audio = render(engine, sentences[sentence_id], emotion, voice, prosody)
+            if route == "world":
+                flat = render(engine, sentences[sentence_id], emotion, voice, flat_pitch(prosody))
+                audio = pitch_in_world(flat, prosody, rng.spawn(1)[0])
+            else:
+                audio = render(engine, sentences[sentence_id], emotion, voice, prosody)
             audio = acting.act(audio, quality, rng.spawn(1)[0])
             for copy in range(args.copies):
                 settings = draw_augmentation(rng, clean=copy == 0)
                 path = folder / f"{emotion}_s{sentence_id:03d}_c{copy}.wav"
                 clip = augment(audio, settings, rng.spawn(1)[0])
                 soundfile.write(path, clip, SAMPLE_RATE_HZ, subtype="PCM_16")
-                take = Take(emotion, sentence_id, copy, intensity, prosody, quality)
+                take = Take(emotion, sentence_id, copy, intensity, prosody, quality, route)
                 rows.append(manifest_row(path, args.out, speaker, take, settings, args))
     return rows
 
@@ -319,6 +351,7 @@ def manifest_row(
         "intensity": f"{take.intensity:.3f}",
         **{f"prosody_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(take.prosody).items()},
         **{f"acting_{k}": f"{v:.3f}" for k, v in dataclasses.asdict(take.quality).items()},
+        "pitch_route": take.pitch_route,
     }
 
 
@@ -357,6 +390,7 @@ def write_outputs(rows: list[dict[str, object]], args: argparse.Namespace, secon
         "prosody_variation": {"intensity": INTENSITY, "pitch_sd_semitones": PITCH_SD_SEMITONES, "log_sd": LOG_SD},
         "acting": {name: dataclasses.asdict(q) for name, q in acting.load_table()[0].items()},
         "acting_variation": dataclasses.asdict(acting.load_table()[1]),
+        "world_pitch_probability": args.world_pitch_probability,
         "bounds": BOUNDS,
         "augmentation": {
             "gain_db": GAIN_DB,
@@ -391,7 +425,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--voices", type=_names, default=list(DEFAULT_VOICES), help="comma-separated engine:voice")
     parser.add_argument("--test-voices", type=_names, default=list(TEST_VOICES), help="held-out engine:voice list")
     parser.add_argument("--sentences-file", type=Path, default=SENTENCES_FILE)
+    parser.add_argument(
+        "--world-pitch-probability",
+        type=float,
+        default=WORLD_PITCH_PROBABILITY,
+        help=f"share of training renderings whose pitch the WORLD editor puts on (default {WORLD_PITCH_PROBABILITY})",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.world_pitch_probability <= 1.0:
+        parser.error("--world-pitch-probability must be between 0 and 1")
     if args.copies < 1:
         parser.error("--copies must be at least 1")
     if args.jobs < 1:

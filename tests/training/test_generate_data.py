@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,44 @@ def test_emotions_differ_in_the_intended_direction(generated, rows):
     assert mean_f0["happy"] > mean_f0["neutral"] > mean_f0["sad"]
     assert mean_f0["fearful"] > mean_f0["calm"]
     assert mean_duration["sad"] > mean_duration["neutral"] > mean_duration["angry"]
+
+
+def test_a_share_of_training_renderings_gets_its_pitch_from_world_and_held_out_ones_never_do(rows):
+    routes = defaultdict(set)
+    for row in rows:
+        routes[row["split"], row["speaker"], row["sentence_id"], row["emotion"]].add(row["pitch_route"])
+    assert all(len(route) == 1 for route in routes.values())  # every copy of a rendering agrees
+    training = [route == {"world"} for key, route in routes.items() if key[0] != "test"]
+    assert 0.1 < np.mean(training) < 0.8  # default 0.4 over 24 renderings
+    assert all(route == {"engine"} for key, route in routes.items() if key[0] == "test")
+
+
+def semitones_and_spread(audio: np.ndarray) -> tuple[float, float]:
+    """Median voiced F0 in semitones re 100 Hz, and its 10-90 % range."""
+    f0 = estimate_f0(audio, 16000)
+    semitones = 12 * np.log2(f0[f0 > 0] / 100.0)
+    return float(np.median(semitones)), float(np.subtract(*np.percentile(semitones, [90, 10])))
+
+
+def test_world_puts_the_takes_pitch_on_a_flat_rendering_and_keeps_its_length_and_loudness(speech):
+    from emoloop.training.acting import rms
+
+    raised = replace(prosody_for("neutral"), pitch_shift_semitones=4.0, pitch_range_ratio=1.6)
+    out = generate_data.pitch_in_world(speech, raised, np.random.default_rng(0))
+    same = generate_data.pitch_in_world(speech, generate_data.flat_pitch(raised), np.random.default_rng(0))
+
+    (level, spread), (edited_level, edited_spread) = semitones_and_spread(speech), semitones_and_spread(out)
+    assert out.size == speech.size and rms(out) == pytest.approx(rms(speech), rel=1e-3)
+    assert edited_level - level == pytest.approx(4.0, abs=0.7)
+    assert edited_spread > 1.3 * spread
+    assert semitones_and_spread(same)[0] == pytest.approx(level, abs=0.3)
+    assert not np.allclose(same, speech, atol=1e-3)  # a flat take still goes through WORLD, not around it
+
+
+def test_a_world_pitch_probability_outside_0_to_1_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        generate_data.main(["--out", str(tmp_path), "--world-pitch-probability", "1.5"])
+    assert "--world-pitch-probability" in capsys.readouterr().err
 
 
 def test_acting_varies_around_the_table_within_bounds() -> None:
