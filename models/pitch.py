@@ -135,11 +135,14 @@ def estimate_f0(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     return f0
 
 
-def resynthesize(samples: np.ndarray, sample_rate_hz: int, edit: F0Edit, rng: np.random.Generator) -> np.ndarray:
-    """WORLD analysis, F0 edit, synthesis; same length as the input."""
+def resynthesize(
+    samples: np.ndarray, sample_rate_hz: int, edit: F0Edit, rng: np.random.Generator, f0: np.ndarray | None = None
+) -> np.ndarray:
+    """WORLD analysis, F0 edit, synthesis; same length as the input. `f0`: the input's estimate_f0, for a caller
+    that already has it."""
     x = samples.astype(np.float64)
     period = _frame_period_ms(sample_rate_hz)
-    f0 = estimate_f0(x, sample_rate_hz)
+    f0 = estimate_f0(x, sample_rate_hz) if f0 is None else f0
     times = np.arange(f0.size) * period / 1000.0
     envelope = pyworld.cheaptrick(x, f0, times, sample_rate_hz)
     aperiodicity = pyworld.d4c(x, f0, times, sample_rate_hz)

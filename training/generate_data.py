@@ -235,7 +235,7 @@ def pitch_in_world(audio: np.ndarray, prosody: Prosody, rng: np.random.Generator
     f0 = estimate_f0(audio, SAMPLE_RATE_HZ)
     center = float(np.median(f0[f0 > 0])) if np.any(f0 > 0) else 100.0  # nothing voiced: nothing to edit
     edit = F0Edit(center, prosody.pitch_shift_semitones, prosody.pitch_range_ratio, prosody.jitter_semitones)
-    return resynthesize(audio, SAMPLE_RATE_HZ, edit, rng)
+    return resynthesize(audio, SAMPLE_RATE_HZ, edit, rng, f0)
 
 
 def speaker_rng(seed: int, speaker: str) -> np.random.Generator:
