@@ -17,12 +17,14 @@ overlap, as real acting does. The same intensity scales the take's voice quality
 tilt, breathiness, tremor, harshness; see acting.py), added to the rendering: gain augmentation erases
 loudness, and pitch level means little for an unknown voice, but voice quality survives both.
 
-A share of the training renderings (--world-pitch-probability, default 0.4) takes the Piper engine's route to
+A share of the training renderings (--world-pitch-probability, default 0.3) takes the Piper engine's route to
 emotional pitch: the engine speaks with the take's rate, volume and noise but a flat pitch, and the take's pitch
 level, range and jitter are then put on the audio by the WORLD editor (models/pitch.py), around the rendering's
 own median F0. So WORLD's colouring is heard with every emotion, in every voice, and is no cue to any of them;
 and what WORLD-edited pitch sounds like is learnt on the training voices, not met first on an unseen one.
-Held-out voices always take their engine's own route: they stand for what the engines say.
+Another share (--world-round-trip-probability, default 0.3) is spoken by the engine as usual and then sent
+through an unedited WORLD analysis-synthesis round trip, so WORLD's colouring is also heard over the engines' own
+intonation. Held-out voices always take their engine's own route: they stand for what the engines say.
 
 Each rendering (resampled to 16 kHz mono) is written `--copies` times: copy 0 with only a random gain, the
 others through random augmentation: gain U(-6, +6) dB, speed x U(0.95, 1.05) (half of them), light
@@ -103,7 +105,9 @@ BOUNDS = {
     "noise_w_ratio": (0.5, 1.8),
 }
 
-WORLD_PITCH_PROBABILITY = 0.4  # default share of training renderings whose pitch WORLD puts on
+WORLD_PITCH_PROBABILITY = 0.3  # default share of training renderings whose pitch WORLD puts on
+WORLD_ROUND_TRIP_PROBABILITY = 0.3  # default share sent through WORLD with their pitch unchanged
+UNCHANGED_PITCH = F0Edit(center_hz=100.0)  # shift 0, range 1, no jitter: the centre does not matter
 
 # Augmentation of copies 1.. (copy 0 gets the gain only).
 GAIN_DB = (-6.0, 6.0)
@@ -238,6 +242,16 @@ def pitch_in_world(audio: np.ndarray, prosody: Prosody, rng: np.random.Generator
     return resynthesize(audio, SAMPLE_RATE_HZ, edit, rng, f0)
 
 
+def draw_route(u: float, args: argparse.Namespace) -> str:
+    """The pitch route of a training rendering from one uniform draw, so the shares add up and setting one to 0
+    leaves the other's renderings as they were."""
+    if u < args.world_pitch_probability:
+        return "world"
+    if u < args.world_pitch_probability + args.world_round_trip_probability:
+        return "round-trip"
+    return "engine"
+
+
 def speaker_rng(seed: int, speaker: str) -> np.random.Generator:
     """A generator per voice, so adding or removing a voice leaves every other voice's data unchanged."""
     return np.random.default_rng([seed, zlib.crc32(speaker.encode())])
@@ -253,7 +267,7 @@ class Take:
     intensity: float
     prosody: Prosody
     quality: acting.VoiceQuality
-    pitch_route: str  # "engine" or "world"
+    pitch_route: str  # "engine", "world" (pitch put on by WORLD) or "round-trip" (engine pitch, through WORLD)
 
 
 _ENGINES: dict[str, TtsEngine] = {}
@@ -286,7 +300,7 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
             intensity = rng.uniform(*INTENSITY)
             prosody = vary_prosody(prosody_for(emotion), intensity, rng)
             quality = acting.vary(emotion, intensity, rng)
-            route = "world" if not held_out and rng.random() < args.world_pitch_probability else "engine"
+            route = "engine" if held_out else draw_route(rng.random(), args)
             # Noise whose length follows the audio draws from a child generator, so that the takes and
             # augmentations drawn from `rng` do not depend on how long the engine's rendering came out.
             if route == "world":
@@ -294,6 +308,8 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
                 audio = pitch_in_world(flat, prosody, rng.spawn(1)[0])
             else:
                 audio = render(engine, sentences[sentence_id], emotion, voice, prosody)
+                if route == "round-trip":
+                    audio = resynthesize(audio, SAMPLE_RATE_HZ, UNCHANGED_PITCH, rng.spawn(1)[0])
             audio = acting.act(audio, quality, rng.spawn(1)[0])
             for copy in range(args.copies):
                 settings = draw_augmentation(rng, clean=copy == 0)
@@ -391,6 +407,7 @@ def write_outputs(rows: list[dict[str, object]], args: argparse.Namespace, secon
         "acting": {name: dataclasses.asdict(q) for name, q in acting.load_table()[0].items()},
         "acting_variation": dataclasses.asdict(acting.load_table()[1]),
         "world_pitch_probability": args.world_pitch_probability,
+        "world_round_trip_probability": args.world_round_trip_probability,
         "bounds": BOUNDS,
         "augmentation": {
             "gain_db": GAIN_DB,
@@ -431,9 +448,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=WORLD_PITCH_PROBABILITY,
         help=f"share of training renderings whose pitch the WORLD editor puts on (default {WORLD_PITCH_PROBABILITY})",
     )
+    parser.add_argument(
+        "--world-round-trip-probability",
+        type=float,
+        default=WORLD_ROUND_TRIP_PROBABILITY,
+        help="share of training renderings sent through WORLD with their pitch unchanged "
+        f"(default {WORLD_ROUND_TRIP_PROBABILITY})",
+    )
     args = parser.parse_args(argv)
-    if not 0.0 <= args.world_pitch_probability <= 1.0:
-        parser.error("--world-pitch-probability must be between 0 and 1")
+    for name in ("world_pitch_probability", "world_round_trip_probability"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 1")
+    if args.world_pitch_probability + args.world_round_trip_probability > 1.0:
+        parser.error("--world-pitch-probability and --world-round-trip-probability add up to more than 1")
     if args.copies < 1:
         parser.error("--copies must be at least 1")
     if args.jobs < 1:

@@ -99,14 +99,27 @@ def test_emotions_differ_in_the_intended_direction(generated, rows):
     assert mean_duration["sad"] > mean_duration["neutral"] > mean_duration["angry"]
 
 
-def test_a_share_of_training_renderings_gets_its_pitch_from_world_and_held_out_ones_never_do(rows):
+def test_shares_of_training_renderings_go_through_world_and_held_out_ones_never_do(rows):
     routes = defaultdict(set)
     for row in rows:
         routes[row["split"], row["speaker"], row["sentence_id"], row["emotion"]].add(row["pitch_route"])
     assert all(len(route) == 1 for route in routes.values())  # every copy of a rendering agrees
-    training = [route == {"world"} for key, route in routes.items() if key[0] != "test"]
-    assert 0.1 < np.mean(training) < 0.8  # default 0.4 over 24 renderings
+    training = [route.pop() for key, route in routes.items() if key[0] != "test"]
+    assert {"engine", "world", "round-trip"} == set(training)  # default shares 0.4 / 0.3 / 0.3 of 24 renderings
     assert all(route == {"engine"} for key, route in routes.items() if key[0] == "test")
+
+
+def test_the_route_shares_partition_one_draw_so_a_share_of_zero_leaves_the_other_routes_alone():
+    args = generate_data.parse_args(["--out", "x", "--world-pitch-probability", "0.2"])
+    args.world_round_trip_probability = 0.5
+    assert [generate_data.draw_route(u, args) for u in (0.1, 0.3, 0.69, 0.71)] == [
+        "world",
+        "round-trip",
+        "round-trip",
+        "engine",
+    ]
+    args.world_round_trip_probability = 0.0
+    assert [generate_data.draw_route(u, args) for u in (0.1, 0.3)] == ["world", "engine"]
 
 
 def semitones_and_spread(audio: np.ndarray) -> tuple[float, float]:
@@ -131,10 +144,18 @@ def test_world_puts_the_takes_pitch_on_a_flat_rendering_and_keeps_its_length_and
     assert not np.allclose(same, speech, atol=1e-3)  # a flat take still goes through WORLD, not around it
 
 
-def test_a_world_pitch_probability_outside_0_to_1_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--world-pitch-probability", "1.5"], "--world-pitch-probability"),
+        (["--world-round-trip-probability", "-0.1"], "--world-round-trip-probability"),
+        (["--world-pitch-probability", "0.6", "--world-round-trip-probability", "0.5"], "add up to more than 1"),
+    ],
+)
+def test_route_shares_that_are_not_probabilities_are_refused(tmp_path, capsys, options, named):
     with pytest.raises(SystemExit):
-        generate_data.main(["--out", str(tmp_path), "--world-pitch-probability", "1.5"])
-    assert "--world-pitch-probability" in capsys.readouterr().err
+        generate_data.main(["--out", str(tmp_path), *options])
+    assert named in capsys.readouterr().err
 
 
 def test_acting_varies_around_the_table_within_bounds() -> None:
