@@ -8,6 +8,11 @@ clips only -> train with AdamW and early stopping on validation UAR -> evaluate 
 test speakers. Written to --out: ser.pt + ser.json (the checkpoint and its sidecar), report.md,
 report.json, confusion.png and manifest.csv (every clip with its split).
 
+With --average-epochs K the model is instead the mean of the weights at the end of the last K epochs
+(stochastic weight averaging, Izmailov et al. 2018; SWAD, Cha et al. 2021, found such flat averages carry
+better to unseen domains, which the held-out voices are); the best single epoch is then also written, to
+--out/best-epoch/, with its own report, so the two can be compared.
+
 The loss is class-balanced cross-entropy on the pooled utterance logits plus, weighted by
 --frame-loss-weight, on every valid frame's logits: the frame posteriors are what a stream shows
 between utterances and what the policy's statistics are made of, so they are trained to be right too.
@@ -24,7 +29,7 @@ import argparse
 import copy
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +75,7 @@ class TrainConfig:
     speaker_max_clips: int = 16  # a training session: the clip plus 0, 1, 2, 4, ... up to this many others
     session_clips: int = 8  # validation and test sessions: the clip plus this many of its speaker's others
     cosine_lr: bool = True  # anneal the learning rate to 0 over --epochs
+    average_epochs: int = 0  # the model is the mean weights of the last this many epochs (0: the best epoch)
     mel_masks: int = 2  # SpecAugment: this many random bands of mel bins hidden per training crop (0: off)
     mel_mask_bins: int = 10  # ... each up to this many of the 80 bins wide
     time_masks: int = 2  # ... and this many random stretches of frames
@@ -230,6 +236,22 @@ def train_epoch(
     return total / len(train.features)
 
 
+def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts of one architecture (the model has no batch statistics to redo)."""
+    return {
+        name: torch.stack([s[name].float() for s in states]).mean(0).to(states[0][name].dtype) for name in states[0]
+    }
+
+
+@dataclass
+class Fitted:
+    """What training produced: the model to keep, the best single epoch when that is not it, and the history."""
+
+    model: SerModel
+    best_epoch: SerModel | None
+    history: list[dict[str, float]]
+
+
 def fit(
     model: SerModel,
     normalizer: FeatureNormalizer,
@@ -238,22 +260,29 @@ def fit(
     val: Part,
     config: TrainConfig,
     device: torch.device,
-) -> tuple[SerModel, list[dict[str, float]]]:
-    """Train with early stopping on validation UAR; returns the best model and the per-epoch history."""
+) -> Fitted:
+    """Train with early stopping on validation UAR; keeps the best epoch, or the average of the last ones."""
     rng = np.random.default_rng(config.seed)
     weights = class_weights(train.labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.cosine_lr else None
     val_features = val.adapted(reference, config.session_clips, config.seed)
+
+    def val_uar() -> float:
+        predicted = predict(model, normalizer, val_features).argmax(axis=1)
+        return compute_metrics(val.labels, predicted, majority=0)["uar"]
+
     best_uar, best_state, since_best, history = -1.0, None, 0, []
+    recent: deque[dict[str, torch.Tensor]] = deque(maxlen=max(config.average_epochs, 1))
     start = time.monotonic()
     for epoch in range(1, config.epochs + 1):
         loss = train_epoch(model, optimizer, train, normalizer, reference, weights, config, rng, device)
         if schedule is not None:
             schedule.step()
-        predicted = predict(model, normalizer, val_features).argmax(axis=1)
-        uar = compute_metrics(val.labels, predicted, majority=0)["uar"]
+        uar = val_uar()
         history.append({"epoch": epoch, "train_loss": loss, "val_uar": uar})
+        if config.average_epochs:
+            recent.append(copy.deepcopy(model.state_dict()))
         improved = uar > best_uar
         if improved:
             best_uar, best_state, since_best = uar, copy.deepcopy(model.state_dict()), 0
@@ -267,8 +296,16 @@ def fit(
         if config.time_limit_min and minutes * (epoch + 1) / epoch > config.time_limit_min:
             print(f"time limit: another epoch would end after {config.time_limit_min:g} minutes; stopping")
             break
-    model.load_state_dict(best_state)
-    return model, history
+    if not config.average_epochs:
+        model.load_state_dict(best_state)
+        return Fitted(model, None, history)
+    best = copy.deepcopy(model)
+    best.load_state_dict(best_state)
+    model.load_state_dict(average_states(list(recent)))
+    uar = val_uar()
+    history.append({"averaged_epochs": len(recent), "val_uar": uar})
+    print(f"mean of the last {len(recent)} epochs' weights: val UAR {uar:.3f} (best epoch {best_uar:.3f})")
+    return Fitted(model, best, history)
 
 
 def describe(rows: list[ManifestRow], split: dict[str, str], dropped: Counter[str]) -> dict[str, object]:
@@ -349,38 +386,60 @@ def main(argv: list[str] | None = None) -> int:
 
     model = SerModel(model_config).to(device)
     print(f"SerModel: {count_parameters(model):,} parameters on {device}")
-    model, history = fit(model, normalizer, reference, parts["train"], parts["val"], config, device)
+    fitted = fit(model, normalizer, reference, parts["train"], parts["val"], config, device)
 
     data = describe(rows, split, scan.dropped)
-    test = parts["test"]
-    predicted = predict(model, normalizer, test.adapted(reference, config.session_clips, config.seed)).argmax(axis=1)
-    metrics = compute_metrics(test.labels, predicted, EMOTIONS.index(data["majority_emotion"]))
-    if reference is not None:
-        cold = predict(model, normalizer, test.adapted(reference, 0, config.seed)).argmax(axis=1)
-        metrics["cold_start"] = compute_metrics(test.labels, cold, EMOTIONS.index(data["majority_emotion"]))
-
-    args.out.mkdir(parents=True, exist_ok=True)
     training = {
         **asdict(config),
         "test_speakers": args.test_speakers,
         "device": str(device),
         "threads": args.threads,
-        "history": history,
+        "history": fitted.history,
     }
-    save_checkpoint(args.out / "ser.pt", model, normalizer, feature_config, training, data, metrics, reference)
-    sessions = "" if reference is None else f"; each clip judged after {config.session_clips} others of its speaker"
-    title = f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed}{sessions})"
-    write_report(metrics, args.out, title)
+    written = [(fitted.model, args.out)]
+    if fitted.best_epoch is not None:
+        written.append((fitted.best_epoch, args.out / "best-epoch"))
+    for trained, out in written:
+        metrics = held_out_metrics(trained, normalizer, reference, parts["test"], data, config)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "ser.pt", trained, normalizer, feature_config, training, data, metrics, reference)
+        write_held_out_report(metrics, out, data, config, reference is not None)
+        print(f"test UAR {metrics['uar']:.3f} (majority baseline {metrics['majority_baseline']['uar']:.3f}); {out}")
+    write_manifest(rows, args.out / "manifest.csv", {"split": [split[r.speaker] for r in rows]})
+    return 0
+
+
+def held_out_metrics(
+    model: SerModel,
+    normalizer: FeatureNormalizer,
+    reference: SpeakerReference | None,
+    test: Part,
+    data: dict[str, object],
+    config: TrainConfig,
+) -> dict[str, object]:
+    """Metrics on the test speakers, each clip judged in a session of its speaker's others and (adapted) alone."""
+    majority = EMOTIONS.index(str(data["majority_emotion"]))
+    predicted = predict(model, normalizer, test.adapted(reference, config.session_clips, config.seed)).argmax(axis=1)
+    metrics = compute_metrics(test.labels, predicted, majority)
     if reference is not None:
+        cold = predict(model, normalizer, test.adapted(reference, 0, config.seed)).argmax(axis=1)
+        metrics["cold_start"] = compute_metrics(test.labels, cold, majority)
+    return metrics
+
+
+def write_held_out_report(
+    metrics: dict[str, object], out: Path, data: dict[str, object], config: TrainConfig, adapted: bool
+) -> None:
+    """report.md/.json and confusion.png for the test speakers, with the cold-start line when adapted."""
+    sessions = f"; each clip judged after {config.session_clips} others of its speaker" if adapted else ""
+    write_report(metrics, out, f"SER on test speakers ({', '.join(data['corpora'])}, seed {config.seed}{sessions})")
+    if adapted:
         cold = metrics["cold_start"]
-        with open(args.out / "report.md", "a") as report:
+        with open(out / "report.md", "a") as report:
             report.write(
                 f"Cold start (each clip judged alone, as `emoloop ser FILE` does): macro-F1 {cold['macro_f1']:.3f}, "
                 f"accuracy {cold['accuracy']:.3f}, UAR {cold['uar']:.3f}.\n"
             )
-    write_manifest(rows, args.out / "manifest.csv", {"split": [split[r.speaker] for r in rows]})
-    print(f"test UAR {metrics['uar']:.3f} (majority baseline {metrics['majority_baseline']['uar']:.3f}); {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

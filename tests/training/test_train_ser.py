@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import FeatureExtractor
@@ -140,6 +141,33 @@ def test_a_time_limit_stops_before_an_epoch_that_would_overrun_it(tmp_path: Path
 
     history = json.loads((tmp_path / "ser" / "ser.json").read_text())["training"]["history"]
     assert len(history) == 1
+
+
+def test_averaging_the_last_epochs_keeps_their_mean_weights_and_writes_the_best_epoch_beside_it(tmp_path: Path) -> None:
+    data = crema_like_corpus(tmp_path / "data", speakers=4, per_class=1)
+    out = tmp_path / "ser"
+    args = ["--data", str(data), "--out", str(out), "--cache", str(tmp_path / "cache"), "--epochs", "3"]
+    options = ["--average-epochs", "2", "--patience", "5", "--threads", "1", "--device", "cpu"]
+
+    assert train_ser.main([*args, *TINY_MODEL, *options, "--test-speakers", "crema-d:1001"]) == 0
+
+    history = json.loads((out / "ser.json").read_text())["training"]["history"]
+    assert [h.get("epoch") for h in history] == [1, 2, 3, None] and history[-1]["averaged_epochs"] == 2
+    averaged, best = torch.load(out / "ser.pt"), torch.load(out / "best-epoch" / "ser.pt")
+    assert read_checkpoint(out / "best-epoch" / "ser.pt").sidecar["metrics"]["n"] > 0
+    assert (out / "best-epoch" / "report.md").is_file() and (out / "best-epoch" / "confusion.png").is_file()
+    assert not torch.allclose(averaged["head.weight"], best["head.weight"])
+
+
+def test_averaged_states_are_the_element_wise_mean() -> None:
+    states = [
+        {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor(0.0)},
+        {"w": torch.tensor([3.0, 6.0]), "b": torch.tensor(1.0)},
+    ]
+
+    mean = train_ser.average_states(states)
+
+    assert mean["w"].tolist() == [2.0, 4.0] and mean["b"].item() == 0.5
 
 
 def test_a_voice_change_shifts_voiced_pitch_and_stretches_the_mel_axis_only() -> None:
