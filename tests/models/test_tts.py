@@ -1,7 +1,6 @@
 """TTS engines: phrase streaming, voices, pitch editing, resampling and audible emotions."""
 
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -148,24 +147,13 @@ def test_piper_takes_a_stream_of_text_pieces(piper):
     assert chunks[-1].phrase == "everyone."
 
 
-def test_piper_first_audio_is_within_the_latency_budget(piper):
-    """Budget: first chunk <= 80 ms p50 on the 2-core machine (wall clock ~50-60 ms on an
-    idle machine). Counted in CPU time, which other processes on the machine cannot
-    inflate the way they inflate wall time; onnxruntime runs on the calling thread."""
-    latencies = []
-    for _ in range(5):
-        start = time.process_time()
-        next(iter(piper.synthesize(SENTENCES[1], "happy")))
-        latencies.append(time.process_time() - start)
-    assert np.median(latencies) < 0.080
+# How fast the engines answer (first chunk against the 80 ms budget) is measured by `make bench`
+# (bench/synthesis.py), not here: a timed unit test fails on a slower machine, not on slower code.
 
 
-def test_espeak_synthesises_a_phrase_in_milliseconds():
+def test_espeak_synthesises_a_phrase_in_one_chunk_and_lists_its_voices_with_licences():
     engine = EspeakEngine()
-    next(iter(engine.synthesize("Warm up.")))
-    start = time.process_time()
     (chunk,) = engine.synthesize(SENTENCES[0], "angry")
-    assert time.process_time() - start < 0.02  # measured ~2 ms
     assert chunk.sample_rate_hz == RATE and chunk.duration_s > 1.0
     assert any(v.name == "en-us" and v.license.startswith("GPL") for v in engine.voices())
 
