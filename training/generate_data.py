@@ -107,7 +107,6 @@ BOUNDS = {
 
 WORLD_PITCH_PROBABILITY = 0.3  # default share of training renderings whose pitch WORLD puts on
 WORLD_ROUND_TRIP_PROBABILITY = 0.3  # default share sent through WORLD with their pitch unchanged
-UNCHANGED_PITCH = F0Edit(center_hz=100.0)  # shift 0, range 1, no jitter: the centre does not matter
 
 # Augmentation of copies 1.. (copy 0 gets the gain only).
 GAIN_DB = (-6.0, 6.0)
@@ -309,7 +308,7 @@ def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.
             else:
                 audio = render(engine, sentences[sentence_id], emotion, voice, prosody)
                 if route == "round-trip":
-                    audio = resynthesize(audio, SAMPLE_RATE_HZ, UNCHANGED_PITCH, rng.spawn(1)[0])
+                    audio = pitch_in_world(audio, flat_pitch(prosody), rng.spawn(1)[0])  # no edit, all WORLD
             audio = acting.act(audio, quality, rng.spawn(1)[0])
             for copy in range(args.copies):
                 settings = draw_augmentation(rng, clean=copy == 0)
