@@ -11,6 +11,10 @@ Two kinds of test audio, both made here so the numbers can be reproduced with no
   (vowels, sonorants and voiced fricatives are voiced; voiceless consonants and pauses are not;
   voiced stops and frames within 30 ms of a voicing change are left out).
 
+With `--corpus DIR`, the test audio is instead the clean clips (no added noise, no reverb, the engine's own
+rendering) of corpora that `generate_data` made, grouped by engine and corpus, and the reference is Praat's
+track (the most accurate tracker on the two kinds above): how far each tracker strays from it on each voice.
+
 Every tracker is asked for 60-600 Hz and compared on FeatureExtractor's frame grid (centre of
 frame t at t*160 + 200 samples), taking each tracker's nearest frame in time.
 
@@ -19,17 +23,19 @@ voiced in both truth and estimate that are off by more than 20 %); octave = % of
 by a factor 2 or more (|log2 ratio| > 0.8); fine = median |error| in cents over the other frames;
 ms/s = compute time per second of audio on this machine.
 
-Run from the repository root:  python training/f0_comparison.py [--clips 30] [--seed 0]
+Run from the repository root:  python training/f0_comparison.py [--clips 30] [--seed 0] [--corpus DIR ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import ctypes
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -56,6 +62,12 @@ class Clip:
 def frame_centres_s(n_samples: int) -> np.ndarray:
     n_frames = 1 + max(0, -(-(n_samples - WIN) // HOP))
     return (np.arange(n_frames) * HOP + WIN / 2) / SR
+
+
+def nearest_frames(times: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the tracker frame nearest in time to each FeatureExtractor frame centre."""
+    nearest = np.clip(np.searchsorted(times, centres), 1, len(times) - 1)
+    return nearest - ((centres - times[nearest - 1]) < (times[nearest] - centres))
 
 
 # --- trackers: each returns (times in s, f0 in Hz with 0 for unvoiced) ---------------------------
@@ -309,6 +321,34 @@ def espeak_clips(snr_db: float, seed: int) -> list[Clip]:
     return clips
 
 
+# --- generated corpora, against Praat ------------------------------------------------------------
+
+
+def corpus_clips(root: Path, per_group: int, seed: int) -> dict[str, list[Clip]]:
+    """Up to `per_group` random clean clips per engine of a `generate_data` corpus, Praat's track as truth."""
+    import soundfile
+
+    reference = praat_ac()
+    groups: dict[str, list[dict[str, str]]] = {}
+    with open(root / "manifest.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            clean = not row["snr_db"] and "reverb" not in row["augmentation"]
+            if clean and row.get("pitch_route", "engine") == "engine":
+                groups.setdefault(f"{row['engine']} voices of {root.name}", []).append(row)
+    rng = np.random.default_rng(seed)
+    clips: dict[str, list[Clip]] = {}
+    for group, rows in sorted(groups.items()):
+        clips[group] = []
+        for i in rng.choice(len(rows), size=min(per_group, len(rows)), replace=False):
+            audio, rate = soundfile.read(root / rows[i]["path"], dtype="float32")
+            if rate != SR:
+                raise ValueError(f"{rows[i]['path']}: {rate} Hz, expected {SR}")
+            times, f0 = reference(audio)
+            truth = np.asarray(f0)[nearest_frames(times, frame_centres_s(audio.size))]
+            clips[group].append(Clip(audio, truth, np.ones(truth.size, dtype=bool)))
+    return clips
+
+
 # --- scoring ------------------------------------------------------------------------------------
 
 
@@ -320,9 +360,7 @@ def score(tracker: Tracker, clips: list[Clip]) -> dict[str, float]:
         times, f0 = tracker(clip.audio)
         elapsed += time.perf_counter() - start
         seconds += clip.audio.size / SR
-        centres = frame_centres_s(clip.audio.size)
-        nearest = np.clip(np.searchsorted(times, centres), 1, len(times) - 1)
-        nearest -= (centres - times[nearest - 1]) < (times[nearest] - centres)
+        nearest = nearest_frames(times, frame_centres_s(clip.audio.size))
         truth.append(clip.f0_hz[clip.scored])
         estimate.append(np.asarray(f0)[nearest][clip.scored])
     t, e = np.concatenate(truth), np.concatenate(estimate)
@@ -338,20 +376,39 @@ def score(tracker: Tracker, clips: list[Clip]) -> dict[str, float]:
     }
 
 
+def synthetic_and_espeak(n_clips: int, seed: int) -> dict[str, list[Clip]]:
+    """The test audio with known pitch: synthetic tones at three SNRs, monotone espeak-ng at two."""
+    datasets = {
+        f"synthetic, {'clean' if not np.isfinite(s) else f'{s:g} dB SNR'}": synthetic_clips(n_clips, s, seed)
+        for s in (np.inf, 20.0, 10.0)
+    }
+    return datasets | {
+        f"espeak-ng, {'clean' if not np.isfinite(s) else f'{s:g} dB SNR'}": espeak_clips(s, seed)
+        for s in (np.inf, 15.0)
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=30, help="synthetic clips (3 s each) per SNR")
     parser.add_argument("--seed", type=int, default=1, help="seed 0 was used to tune the YIN thresholds")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        nargs="+",
+        help="instead: clean clips of these generate_data corpora, per engine, against Praat's track",
+    )
+    parser.add_argument("--per-engine", type=int, default=60, help="with --corpus: clips per engine and corpus")
     args = parser.parse_args()
 
-    datasets = {
-        f"synthetic, {'clean' if not np.isfinite(s) else f'{s:g} dB SNR'}": synthetic_clips(args.clips, s, args.seed)
-        for s in (np.inf, 20.0, 10.0)
-    }
-    datasets |= {
-        f"espeak-ng, {'clean' if not np.isfinite(s) else f'{s:g} dB SNR'}": espeak_clips(s, args.seed)
-        for s in (np.inf, 15.0)
-    }
+    if args.corpus:
+        datasets = {
+            f"{group}, clean, against Praat": clips
+            for root in args.corpus
+            for group, clips in corpus_clips(root, args.per_engine, args.seed).items()
+        }
+    else:
+        datasets = synthetic_and_espeak(args.clips, args.seed)
     trackers = {name: make() for name, make in TRACKERS.items()}
     columns = ["VDE %", "GPE %", "octave %", "fine cents", "ms/s"]
     for dataset, clips in datasets.items():
