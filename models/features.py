@@ -11,11 +11,19 @@ One row per 10 ms frame (hop 160 samples at 16 kHz), 82 float32 columns:
 * column 81 (`ENERGY_COLUMN`) — frame energy in dB re full scale, 10·log10(mean(x²) + 1e-10) over the
   same 400 samples (a full-scale sine is about -3 dB, digital silence -100 dB).
 
-Frame t is the window [t·hop, t·hop + 400) of the stream; no centre padding. F0 comes from a
-per-frame YIN estimator whose analysis span is centred on the same point as the mel window, so each
-frame depends only on its own samples: that is what makes `push` block after block give exactly the
-rows that `extract` gives for the whole clip (see docs/f0-comparison.md for why YIN was chosen).
-Only numpy is needed, so the module can run in a process that has no torch loaded.
+Frame t is the window [t·hop, t·hop + 400) of the stream; no centre padding. F0 comes from one of
+two trackers, chosen by `FeatureConfig.f0_tracker` and stored with each checkpoint:
+
+* "yin" — a per-frame YIN estimator whose analysis span is centred on the same point as the mel
+  window, so each frame depends only on its own samples and rows leave `push` as soon as the window
+  is complete;
+* "swift-f0" — the swift-f0 ONNX pitch network (16 ms frames; each row takes the frame nearest its
+  centre). Its frames are final only 10 frames (160 ms) later, so `push` holds rows back until their
+  pitch is known.
+
+Either way `push` block after block gives the rows that `extract` gives for the whole clip
+(docs/f0-comparison.md compares the trackers). No torch is needed, so the module can run in a process
+that has no torch loaded.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -33,6 +42,7 @@ from .audio import check_mono_float32
 N_MEL_COLUMNS = 80
 F0_COLUMN = 80
 ENERGY_COLUMN = 81
+F0_TRACKERS = ("yin", "swift-f0")
 
 _LOG_FLOOR = 1e-10
 # Whole clips are computed this many frames at a time: ~6x faster than one huge batch.
@@ -56,8 +66,18 @@ class FeatureConfig:
     voicing_threshold: float = 0.35
     voicing_min_energy_db: float = -60.0
     yin_lowpass_hz: float = 1000.0
+    # A stored config without this key predates the choice and was made with YIN (see `from_dict`).
+    f0_tracker: str = "yin"
+    # swift-f0's confidence is calibrated so that a frame is voiced at 0.5 or more.
+    swift_f0_confidence: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.f0_tracker not in F0_TRACKERS:
+            raise ValueError(f"f0_tracker must be one of {', '.join(F0_TRACKERS)}, got {self.f0_tracker!r}")
+        if not 0 < self.swift_f0_confidence < 1:
+            raise ValueError("need 0 < swift_f0_confidence < 1")
+        if self.f0_tracker == "swift-f0" and self.sample_rate_hz != 16000:
+            raise ValueError("the swift-f0 tracker needs sample_rate_hz 16000, the rate its network was trained at")
         if self.n_mels != N_MEL_COLUMNS:
             raise ValueError(f"n_mels must be {N_MEL_COLUMNS}: the column layout depends on it")
         if self.win_length > self.n_fft:
@@ -76,12 +96,15 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureConfig:
-        """Build from a stored dict; unknown keys are refused rather than silently dropped."""
+        """Build from a stored dict; unknown keys are refused rather than silently dropped.
+
+        Configs stored before `f0_tracker` existed were all made with YIN, whatever today's default is.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown FeatureConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{"f0_tracker": "yin", **data})
 
     def check_compatible(self, other: FeatureConfig) -> None:
         """Raise ValueError naming every field where `other` (e.g. a checkpoint's config) differs."""
@@ -135,12 +158,80 @@ def f0_hz_from_column(f0_column: np.ndarray) -> np.ndarray:
     return np.where(column > 0, np.exp(column), 0.0)
 
 
+@cache
+def _swift_detector() -> Any:
+    """One swift-f0 ONNX session per process, shared by every stream: building one takes ~20 ms and a thread
+    pool. One thread without spinning, so a per-block call does not hold a core busy between blocks."""
+    from swift_f0 import SwiftF0
+
+    return SwiftF0(threads=1, spin=False)
+
+
+class _SwiftF0Column:
+    """Fills the F0 column from swift-f0, holding rows back until the pitch frame nearest their centre is final.
+
+    swift-f0 frames are 16 ms (k·256 samples is the centre of frame k) and final 10 frames after their own;
+    a row's centre is t·hop + win_length/2. Pitch frames no held row needs any more are dropped.
+    """
+
+    def __init__(self, config: FeatureConfig) -> None:
+        from swift_f0.core import HOP
+
+        self.config = config
+        self._swift_hop = HOP
+        self._detector = _swift_detector()
+        self.reset()
+
+    def reset(self) -> None:
+        c = self.config
+        self._stream = self._detector.stream(fmin=c.f0_min_hz, fmax=c.f0_max_hz)
+        self._ln_f0 = np.zeros(0)  # ln Hz (0 where unvoiced) of pitch frames _base, _base + 1, ...
+        self._base = 0
+        self._held = np.zeros((0, c.n_features), dtype=np.float32)  # rows from frame _next_row on
+        self._next_row = 0
+
+    def push(self, samples: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Take a block of audio and the rows it completed; return the rows whose F0 is now known."""
+        self._add(self._stream.push(samples, self.config.sample_rate_hz))
+        return self._release(rows, final=False)
+
+    def flush(self, rows: np.ndarray) -> np.ndarray:
+        """End the stream: every held row gets its F0 (the last pitch frame serves rows past it)."""
+        self._add(self._stream.flush())
+        return self._release(rows, final=True)
+
+    def _nearest(self, frames: np.ndarray) -> np.ndarray:
+        centre2 = 2 * frames * self.config.hop_length + self.config.win_length  # twice the centre, in samples
+        return (centre2 + self._swift_hop) // (2 * self._swift_hop)
+
+    def _add(self, result: Any) -> None:
+        voiced = result.confidence >= self.config.swift_f0_confidence
+        ln_f0 = np.log(np.where(voiced, np.maximum(result.pitch_hz, 1.0), 1.0))  # ln 1 = 0 marks unvoiced
+        self._ln_f0 = np.concatenate([self._ln_f0, ln_f0])
+
+    def _release(self, rows: np.ndarray, final: bool) -> np.ndarray:
+        held = np.concatenate([self._held, rows])
+        nearest = self._nearest(self._next_row + np.arange(len(held)))
+        known = self._base + len(self._ln_f0)
+        n_out = len(held) if final else int(np.searchsorted(nearest, known))
+        out = held[:n_out]
+        if n_out:
+            out[:, F0_COLUMN] = self._ln_f0[np.minimum(nearest[:n_out], known - 1) - self._base]
+        self._held = held[n_out:]
+        self._next_row += n_out
+        unneeded = min(int(self._nearest(np.asarray(self._next_row))) - self._base, len(self._ln_f0))
+        if unneeded > 0:
+            self._ln_f0 = self._ln_f0[unneeded:]
+            self._base += unneeded
+        return out
+
+
 class FeatureExtractor:
     """Turns a 16 kHz float32 stream into [n, 82] feature rows, block by block.
 
-    `push` returns the frames whose analysis span is complete; `flush` zero-pads the tail and
-    returns the rest, so push(...)* + flush() equals extract(whole clip). The buffer never holds
-    more than one analysis span plus the last block, so the cost per block does not grow.
+    `push` returns the frames whose analysis span (and, with swift-f0, pitch) is complete; `flush`
+    zero-pads the tail and returns the rest, so push(...)* + flush() equals extract(whole clip). The
+    buffers never hold more than one analysis span plus the last block, so the cost per block does not grow.
     """
 
     def __init__(self, config: FeatureConfig | None = None) -> None:
@@ -159,6 +250,7 @@ class FeatureExtractor:
         self._window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.win_length) / c.win_length)
         self._mel = mel_filterbank(c).T.copy()
         self._lowpass = voicing_lowpass(np.fft.rfftfreq(self._yin_fft, 1 / c.sample_rate_hz), c.yin_lowpass_hz)
+        self._swift = _SwiftF0Column(c) if c.f0_tracker == "swift-f0" else None
         self.reset()
 
     def reset(self) -> None:
@@ -167,6 +259,8 @@ class FeatureExtractor:
         self._buffer = np.zeros(self._lookback, dtype=np.float64)
         self._n_samples = 0  # samples pushed since reset
         self._next_frame = 0  # index of the next frame to emit
+        if self._swift is not None:
+            self._swift.reset()
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Append a block of samples; return the rows of every frame that became complete."""
@@ -176,7 +270,8 @@ class FeatureExtractor:
         hop = self.config.hop_length
         ready_until = self._n_samples - self.config.win_length - self._lookahead
         n_ready = 0 if ready_until < 0 else ready_until // hop + 1 - self._next_frame
-        return self._emit(max(0, n_ready))
+        rows = self._emit(max(0, n_ready))
+        return rows if self._swift is None else self._swift.push(block, rows)
 
     def flush(self) -> np.ndarray:
         """Zero-pad the tail, return the remaining rows and reset for the next stream.
@@ -192,6 +287,8 @@ class FeatureExtractor:
         if n_left > 0 and self._buffer.size < needed:
             self._buffer = np.pad(self._buffer, (0, needed - self._buffer.size))
         rows = self._emit(max(0, n_left))
+        if self._swift is not None:
+            rows = self._swift.flush(rows)
         self.reset()
         return rows
 
@@ -215,8 +312,11 @@ class FeatureExtractor:
         rows = np.empty((n_frames, c.n_features), dtype=np.float32)
         rows[:, :F0_COLUMN] = self._log_mel(frames)
         energy_db = 10.0 * np.log10(np.mean(frames**2, axis=1) + _LOG_FLOOR)
-        f0 = self._yin(spans, energy_db)
-        rows[:, F0_COLUMN] = np.log(np.where(f0 > 0, f0, 1.0))  # ln 1 = 0 marks unvoiced
+        if self._swift is None:
+            f0 = self._yin(spans, energy_db)
+            rows[:, F0_COLUMN] = np.log(np.where(f0 > 0, f0, 1.0))  # ln 1 = 0 marks unvoiced
+        else:
+            rows[:, F0_COLUMN] = 0.0  # filled in by _SwiftF0Column once the pitch frame is final
         rows[:, ENERGY_COLUMN] = energy_db
         self._buffer = self._buffer[n_frames * hop :]
         self._next_frame += n_frames

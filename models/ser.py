@@ -111,7 +111,9 @@ def check_sidecar(sidecar: dict[str, Any], feature_config: FeatureConfig | None 
         raise ValueError(f"labels: checkpoint has {sidecar['labels']}, this build uses {list(EMOTIONS)}")
     try:
         stored = FeatureConfig.from_dict(sidecar["feature_config"])
-        (feature_config or FeatureConfig()).check_compatible(stored)
+        # Either F0 tracker is the checkpoint's choice; every other field is this build's layout.
+        tracker = {"f0_tracker": stored.f0_tracker, "swift_f0_confidence": stored.swift_f0_confidence}
+        (feature_config or FeatureConfig(**tracker)).check_compatible(stored)
     except (TypeError, ValueError) as error:
         raise ValueError(f"feature_config: {error}") from None
     if sidecar["sample_rate_hz"] != stored.sample_rate_hz:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_name, voice = args.voice.split(":", 1)
     engine = load_engine(engine_name, **({"seed": args.seed} if engine_name != "espeak" else {}))
     recognizer = SerRecognizer.load(args.checkpoint)
-    extractor = FeatureExtractor()
+    extractor = FeatureExtractor(recognizer.checkpoint.feature_config)
     args.out.mkdir(parents=True, exist_ok=True)
     print("| file | sentence | s | model says (p of intended) | candidates right: each candidate's answer |")
     print("|---|---|---|---|---|")

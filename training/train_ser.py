@@ -40,7 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from emoloop.models.emotions import EMOTIONS
-from emoloop.models.features import F0_COLUMN, FeatureConfig, FeatureNormalizer, voiced_frames
+from emoloop.models.features import F0_COLUMN, F0_TRACKERS, FeatureConfig, FeatureNormalizer, voiced_frames
 from emoloop.models.ser import SerConfig
 from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
 from emoloop.models.speaker import SpeakerReference
@@ -354,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lstm-hidden", type=int, default=model_defaults.lstm_hidden, help="units per direction")
     parser.add_argument("--lstm-layers", type=int, default=model_defaults.lstm_layers)
     parser.add_argument("--dropout", type=float, default=model_defaults.dropout)
+    parser.add_argument(
+        "--f0-tracker",
+        choices=F0_TRACKERS,
+        default=FeatureConfig().f0_tracker,
+        help="F0 column of the features (stored with the checkpoint), default %(default)s",
+    )
     args = parser.parse_args(argv)
 
     config = TrainConfig(**{name: getattr(args, name) for name in asdict(defaults)})
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = scan.rows
     speakers = [r.speaker for r in rows]
     split = split_speakers(speakers, config.seed, config.val_fraction, config.test_fraction, args.test_speakers)
-    feature_config = FeatureConfig()
+    feature_config = FeatureConfig(f0_tracker=args.f0_tracker)
     features = cached_features(rows, feature_config, args.cache)
     labels = np.array([EMOTIONS.index(r.emotion) for r in rows])
     parts = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -29,13 +29,14 @@ FRAME_MS = 10.0  # one feature frame per 10 ms
 
 @dataclass
 class _Stream:
-    """Per-stream state: features, endpointer and model window, plus stream time."""
+    """Per-stream state: features, endpointer and model window, stream time, and ends awaiting their frames."""
 
     features: FeatureExtractor
     endpointer: Endpointer
     ser: SerStream
     samples: int = 0
     utterances: int = 0
+    ends: list[UtteranceEnd] = field(default_factory=list)
 
     @property
     def processed_ms(self) -> float:
@@ -138,10 +139,17 @@ class SerServicer(ser_pb2_grpc.EmotionRecognitionServiceServicer):
             )
         yield from self._utterances(stream, events)
 
-    def _utterances(self, stream: _Stream, events: list) -> Iterator[ser_pb2.StreamingRecognizeResponse]:
-        for event in events:
-            if not isinstance(event, UtteranceEnd):
-                continue
+    def _utterances(
+        self, stream: _Stream, events: list, final: bool = False
+    ) -> Iterator[ser_pb2.StreamingRecognizeResponse]:
+        """Classify each ended utterance once the feature rows up to its end are in (all of them when `final`).
+
+        Rows trail the audio by the feature look-ahead (swift-f0: ~160 ms), and an end decided on a
+        max_length cut or a short min_silence_ms can come before its last rows.
+        """
+        stream.ends += [event for event in events if isinstance(event, UtteranceEnd)]
+        while stream.ends and (final or math.ceil(stream.ends[0].end_ms / FRAME_MS) <= stream.ser.frames_seen):
+            event = stream.ends.pop(0)
             result = stream.ser.finish(int(event.start_ms // FRAME_MS), math.ceil(event.end_ms / FRAME_MS))
             if result is None:
                 continue
@@ -176,7 +184,7 @@ class SerServicer(ser_pb2_grpc.EmotionRecognitionServiceServicer):
                 response.session_id = session_id
                 yield response
         stream.ser.push(stream.features.flush())
-        for response in self._utterances(stream, stream.endpointer.flush()):
+        for response in self._utterances(stream, stream.endpointer.flush(), final=True):
             response.session_id = session_id
             yield response
 

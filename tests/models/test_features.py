@@ -8,6 +8,7 @@ import pytest
 from emoloop.models.features import (
     ENERGY_COLUMN,
     F0_COLUMN,
+    F0_TRACKERS,
     FeatureConfig,
     FeatureExtractor,
     FeatureNormalizer,
@@ -36,6 +37,10 @@ def speechlike_clip() -> np.ndarray:
     )
 
 
+def extractor_with(tracker: str) -> FeatureExtractor:
+    return FeatureExtractor(FeatureConfig(f0_tracker=tracker))
+
+
 def stream(extractor: FeatureExtractor, audio: np.ndarray, block: int) -> np.ndarray:
     rows = [extractor.push(audio[i : i + block]) for i in range(0, audio.size, block)]
     return np.concatenate([*rows, extractor.flush()])
@@ -49,70 +54,91 @@ def test_rows_are_float32_with_82_columns_one_per_10ms_hop() -> None:
     assert np.isfinite(features).all()
 
 
-def test_short_and_empty_clips() -> None:
-    extractor = FeatureExtractor()
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
+def test_short_and_empty_clips(tracker: str) -> None:
+    extractor = extractor_with(tracker)
     assert extractor.extract(np.zeros(0, dtype=np.float32)).shape == (0, 82)
     assert extractor.extract(np.zeros(10, dtype=np.float32)).shape == (1, 82)
     assert extractor.extract(np.zeros(400, dtype=np.float32)).shape == (1, 82)
     assert extractor.extract(np.zeros(401, dtype=np.float32)).shape == (2, 82)
 
 
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
 @pytest.mark.parametrize("block", [1, 100, 512, 1000, 4097])
-def test_streaming_in_blocks_gives_the_same_rows_as_the_whole_clip(block: int) -> None:
+def test_streaming_in_blocks_gives_the_same_rows_as_the_whole_clip(block: int, tracker: str) -> None:
     audio = speechlike_clip()
-    extractor = FeatureExtractor()
+    extractor = extractor_with(tracker)
     whole = extractor.extract(audio)
     streamed = stream(extractor, audio, block)
     assert streamed.shape == whole.shape
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=1e-4)
 
 
-def test_flush_resets_so_the_extractor_can_be_reused() -> None:
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
+def test_flush_resets_so_the_extractor_can_be_reused(tracker: str) -> None:
     audio = speechlike_clip()
-    extractor = FeatureExtractor()
+    extractor = extractor_with(tracker)
     first = stream(extractor, audio, 512)
     second = stream(extractor, audio, 512)
     np.testing.assert_array_equal(first, second)
 
 
-def test_the_buffer_stays_bounded_on_a_long_stream() -> None:
-    extractor = FeatureExtractor()
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
+def test_the_buffers_stay_bounded_on_a_long_stream(tracker: str) -> None:
+    extractor = extractor_with(tracker)
     block = harmonic_tone(150, seconds=512 / SR)
     for _ in range(2000):  # 64 s
         extractor.push(block)
         assert extractor._buffer.size < 2 * 1024
+        if extractor._swift is not None:
+            assert len(extractor._swift._held) < 24 and len(extractor._swift._ln_f0) < 16
 
 
+def test_swift_f0_rows_wait_until_their_pitch_frame_is_final() -> None:
+    """swift-f0 frames (256 samples) are final once 10 more exist: after 16 frames of audio, frames 0-5 are.
+    Rows whose centre (t·160 + 200) is nearest one of those, t·160 + 200 < 5.5·256, are out: 8 rows."""
+    audio = harmonic_tone(150, seconds=1.0)
+    yin, swift = extractor_with("yin"), extractor_with("swift-f0")
+    assert len(yin.push(audio[:4096])) == 23
+    assert len(swift.push(audio[:4096])) == 8
+    assert len(swift.flush()) == len(yin.flush()) + 23 - 8
+
+
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
 @pytest.mark.parametrize("f0_hz", [150.0, 220.0])
-def test_f0_of_a_harmonic_tone_is_within_2_percent(f0_hz: float) -> None:
-    features = FeatureExtractor().extract(harmonic_tone(f0_hz))
+def test_f0_of_a_harmonic_tone_is_within_2_percent(f0_hz: float, tracker: str) -> None:
+    features = extractor_with(tracker).extract(harmonic_tone(f0_hz))
     f0 = f0_hz_from_column(features[:, F0_COLUMN])
     voiced = f0 > 0
     assert voiced.mean() > 0.95
     assert np.abs(f0[voiced] / f0_hz - 1).max() < 0.02
 
 
-def test_silence_is_unvoiced_with_very_low_energy() -> None:
-    features = FeatureExtractor().extract(np.zeros(SR, dtype=np.float32))
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
+def test_silence_is_unvoiced_with_very_low_energy(tracker: str) -> None:
+    features = extractor_with(tracker).extract(np.zeros(SR, dtype=np.float32))
     assert (features[:, F0_COLUMN] == 0).all()
     assert (features[:, ENERGY_COLUMN] < -90).all()
 
 
-def test_white_noise_is_mostly_unvoiced() -> None:
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
+def test_white_noise_is_mostly_unvoiced(tracker: str) -> None:
     noise = (0.1 * np.random.default_rng(2).standard_normal(SR)).astype(np.float32)
-    features = FeatureExtractor().extract(noise)
+    features = extractor_with(tracker).extract(noise)
     assert (features[:, F0_COLUMN] == 0).mean() > 0.9
 
 
-def test_louder_input_gives_higher_energy_and_log_mel() -> None:
-    extractor = FeatureExtractor()
+@pytest.mark.parametrize("tracker", F0_TRACKERS)
+def test_louder_input_gives_higher_energy_and_log_mel(tracker: str) -> None:
+    extractor = extractor_with(tracker)
     quiet_audio = harmonic_tone(150, amplitude=0.05)
     quiet = extractor.extract(quiet_audio)
     loud = extractor.extract(quiet_audio * np.float32(10))
     # 10 × the amplitude is 100 × the power: +20 dB energy, +ln(100) in every log-mel band.
     np.testing.assert_allclose(loud[:, ENERGY_COLUMN] - quiet[:, ENERGY_COLUMN], 20.0, atol=0.01)
     np.testing.assert_allclose(loud[:, :80] - quiet[:, :80], np.log(100.0), atol=0.01)
-    np.testing.assert_allclose(loud[:, F0_COLUMN], quiet[:, F0_COLUMN], atol=1e-4)
+    # Pitch does not follow loudness: within 0.01 in ln Hz, a sixth of a semitone (YIN is exactly scale-free).
+    np.testing.assert_allclose(loud[:, F0_COLUMN], quiet[:, F0_COLUMN], atol=0.01)
 
 
 def test_mel_filterbank_matches_librosa_htk_without_norm() -> None:
@@ -134,6 +160,17 @@ def test_a_checkpoint_with_a_different_config_is_refused_naming_the_field() -> N
     with pytest.raises(ValueError, match="hop_length"):
         FeatureConfig().check_compatible(stored)
     FeatureConfig().check_compatible(FeatureConfig())
+
+
+def test_a_stored_config_from_before_the_tracker_choice_reads_as_yin() -> None:
+    stored = FeatureConfig(f0_tracker="swift-f0").to_dict()
+    del stored["f0_tracker"]
+    assert FeatureConfig.from_dict(stored).f0_tracker == "yin"
+
+
+def test_an_unknown_f0_tracker_is_refused() -> None:
+    with pytest.raises(ValueError, match="f0_tracker"):
+        FeatureConfig(f0_tracker="crepe")
 
 
 def test_unknown_config_fields_are_refused() -> None:

@@ -45,13 +45,16 @@ def tiny_reference() -> SpeakerReference:
     return SpeakerReference(np.full(82, -5.0), prior_frames=100.0)
 
 
-def save_tiny_checkpoint(directory: Path, speaker: SpeakerReference | None = None) -> Path:
+def save_tiny_checkpoint(
+    directory: Path, speaker: SpeakerReference | None = None, feature_config: FeatureConfig | None = None
+) -> Path:
     """A tiny untrained model saved as a real checkpoint (state dict, ONNX export, sidecar); returns the .pt.
 
     It adapts to the speaker like the shipped model, with `tiny_reference()` unless another is given.
     """
     path = directory / "tiny.pt"
-    save_checkpoint(path, tiny_model(), fitted_normalizer(), FeatureConfig(), speaker=speaker or tiny_reference())
+    config = feature_config or FeatureConfig()
+    save_checkpoint(path, tiny_model(), fitted_normalizer(), config, speaker=speaker or tiny_reference())
     return path
 
 

@@ -6,6 +6,7 @@ endpointing and the error handling; the shipped model's accuracy is measured by 
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ import numpy as np
 import pytest
 
 from emoloop.models.audio import resample
+from emoloop.models.features import FeatureConfig
 from emoloop.models.tts import espeak_lib
+from emoloop.models.vad import DEFAULT_CONFIG as DEFAULT_VAD_CONFIG
 from emoloop.services.ser.servicer import SerServicer
 from emoloop.v1 import common_pb2, ser_pb2, ser_pb2_grpc
 from tests.conftest import serving
@@ -109,6 +112,27 @@ def test_a_stream_that_ends_inside_speech_still_gets_its_utterance(
     audio = np.concatenate([silence(0.3), speech("This stream is cut off in the middle of a sentence")])
     responses = list(stub.StreamingRecognize(iter([config(), *blocks(audio, 1000)]), timeout=60))
     assert [r.utterance.utterance_index for r in responses if r.WhichOneof("result") == "utterance"] == [0]
+
+
+def test_an_utterance_ended_before_its_last_features_exist_waits_for_them(
+    tmp_path: Path, two_sentences: tuple[np.ndarray, list]
+) -> None:
+    """A max-length cut ends an utterance at the newest audio, while swift-f0's features trail it by ~160 ms:
+    the result comes once those rows are in and counts every frame of the utterance."""
+    vad = tmp_path / "vad.toml"
+    vad.write_text(DEFAULT_VAD_CONFIG.read_text().replace("max_utterance_s = 20.0", "max_utterance_s = 1.0"))
+    checkpoint = save_tiny_checkpoint(tmp_path, feature_config=FeatureConfig(f0_tracker="swift-f0"))
+    audio, _ = two_sentences
+    with serving(SerServicer(checkpoint, vad_config=vad)) as channel:
+        stub = ser_pb2_grpc.EmotionRecognitionServiceStub(channel)
+        responses = list(stub.StreamingRecognize(iter([config(), *blocks(audio)]), timeout=60))
+    utterances = [r.utterance for r in responses if r.WhichOneof("result") == "utterance"]
+    assert len(utterances) >= 4  # each sentence is cut at least once
+    taken = 0  # frames are 10 ms; an utterance has every frame it touches that the one before did not take
+    for utterance in utterances:
+        end = math.ceil(utterance.end_ms / 10)
+        assert utterance.statistics.frame_count == end - max(taken, math.floor(utterance.start_ms / 10))
+        taken = end
 
 
 def test_recognize_classifies_a_whole_clip(stub: ser_pb2_grpc.EmotionRecognitionServiceStub) -> None:

@@ -143,6 +143,16 @@ def test_a_time_limit_stops_before_an_epoch_that_would_overrun_it(tmp_path: Path
     assert len(history) == 1
 
 
+def test_the_f0_tracker_trained_with_is_stored_with_the_checkpoint(tmp_path: Path) -> None:
+    data = crema_like_corpus(tmp_path / "data", speakers=3, per_class=1)
+    args = ["--data", str(data), "--out", str(tmp_path / "ser"), "--cache", str(tmp_path / "cache"), "--epochs", "1"]
+    options = ["--f0-tracker", "swift-f0", "--threads", "1", "--device", "cpu", "--test-speakers", "crema-d:1001"]
+
+    assert train_ser.main([*args, *TINY_MODEL, *options]) == 0
+
+    assert read_checkpoint(tmp_path / "ser" / "ser.pt").feature_config.f0_tracker == "swift-f0"
+
+
 def test_averaging_the_last_epochs_keeps_their_mean_weights_and_writes_the_best_epoch_beside_it(tmp_path: Path) -> None:
     data = crema_like_corpus(tmp_path / "data", speakers=4, per_class=1)
     out = tmp_path / "ser"
