@@ -15,7 +15,7 @@ setup: $(STAMP) $(GENERATED)
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# System audio packages where the machine allows (PortAudio, and JACK for the device tests); then torch,
+# System packages where the machine allows (PortAudio, JACK for the device tests, flite); then torch,
 # pinned to the CPU build, so that the project's `torch>=...` bound is already met; then the project.
 $(STAMP): pyproject.toml | $(BIN)/python
 	bash .ci/audio-setup.sh

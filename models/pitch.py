@@ -9,12 +9,17 @@ audio on both sides and neighbouring blocks are cross-faded, so there are no sea
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyworld
 
 from .features import voicing_lowpass
+
+if TYPE_CHECKING:
+    from .prosody import Prosody
 
 FRAME_SAMPLES = 128  # WORLD analysis hop: ~5.8 ms at 22.05 kHz
 F0_FLOOR_HZ = 50.0  # speech F0 search range, low and high voices alike
@@ -41,6 +46,11 @@ class F0Edit:
     shift_semitones: float = 0.0
     range_ratio: float = 1.0
     jitter_semitones: float = 0.0
+
+    @classmethod
+    def for_prosody(cls, center_hz: float, prosody: Prosody) -> F0Edit:
+        """The pitch part of a prosody entry, pivoting on the voice's `center_hz`."""
+        return cls(center_hz, prosody.pitch_shift_semitones, prosody.pitch_range_ratio, prosody.jitter_semitones)
 
     def apply(self, f0: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Edited copy of an F0 contour in Hz; unvoiced frames (0 Hz) stay unvoiced."""
@@ -153,6 +163,16 @@ def resynthesize(
     if energy > 0:
         y *= np.sqrt(float(np.sum(x**2)) / energy)
     return y.astype(np.float32)
+
+
+def edit_blocks(
+    blocks: Iterable[np.ndarray], sample_rate_hz: int, edit: F0Edit, seed: int | None = None
+) -> Iterator[np.ndarray]:
+    """Consecutive audio blocks with `edit` applied, for engines whose models have no pitch input."""
+    shifter = StreamingPitchShifter(sample_rate_hz, edit, seed=seed)
+    for block in blocks:
+        yield shifter.push(block)
+    yield shifter.flush()
 
 
 class StreamingPitchShifter:

@@ -4,9 +4,9 @@
 
 No emotional-speech corpus and no SER weights can be downloaded here, so emoloop makes its own data: every
 voice it has (espeak-ng languages with voice variants, the Piper joe voice, a subset of Kokoro's English
-voices) speaks neutral-content sentences (`sentences.txt`) in all six emotions through the engines' own
-`synthesize(text, emotion, voice, prosody=...)`. The words never carry the label: each chosen sentence is
-spoken in every emotion by the same voice.
+voices, flite's four 16 kHz voices) speaks neutral-content sentences (`sentences.txt`) in all six emotions
+through the engines' own `synthesize(text, emotion, voice, prosody=...)`. The words never carry the label:
+each chosen sentence is spoken in every emotion by the same voice.
 
 Acting varies, so every utterance gets its own prosody drawn around the table entry (`models/prosody.toml`):
 an *intensity* k ~ U(0.7, 1.3) scales the entry's distance from neutral (semitones for pitch, log-ratios for
@@ -65,7 +65,7 @@ from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.pitch import F0Edit, estimate_f0, resynthesize
 from emoloop.models.prosody import Prosody, prosody_for
-from emoloop.models.tts import TtsEngine, load_engine
+from emoloop.models.tts import ENGINES, TtsEngine, load_engine
 from emoloop.training import acting
 
 SAMPLE_RATE_HZ = 16000
@@ -83,10 +83,13 @@ KOKORO_VOICES = (
     *("am_santa", "bf_alice", "bf_emma", "bf_isabella", "bf_lily", "bm_daniel", "bm_fable", "bm_george"),
 )
 PIPER_VOICE = "piper:en_US-joe-medium"
+# flite (a system program): a third family of synthesis for training, beside formants and the neural voices.
+FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 TEST_VOICES = ("espeak:en-gb-scotland+f4", "espeak:en-029+m6", "kokoro:af_heart", "kokoro:bm_lewis", PIPER_VOICE)
 DEFAULT_VOICES = (
     *(f"espeak:{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS),
     *(f"kokoro:{name}" for name in KOKORO_VOICES),
+    *(f"flite:{name}" for name in FLITE_VOICES),
     *TEST_VOICES,
 )
 
@@ -237,8 +240,7 @@ def pitch_in_world(audio: np.ndarray, prosody: Prosody, rng: np.random.Generator
     pivot is the rendering's median voiced F0 (Piper's is its voice's)."""
     f0 = estimate_f0(audio, SAMPLE_RATE_HZ)
     center = float(np.median(f0[f0 > 0])) if np.any(f0 > 0) else 100.0  # nothing voiced: nothing to edit
-    edit = F0Edit(center, prosody.pitch_shift_semitones, prosody.pitch_range_ratio, prosody.jitter_semitones)
-    return resynthesize(audio, SAMPLE_RATE_HZ, edit, rng, f0)
+    return resynthesize(audio, SAMPLE_RATE_HZ, F0Edit.for_prosody(center, prosody), rng, f0)
 
 
 def draw_route(u: float, args: argparse.Namespace) -> str:
@@ -276,12 +278,18 @@ def engine_for(name: str, seed: int) -> TtsEngine:
     """The engine in this (worker) process, loaded once: each worker renders whole voices."""
     if name not in _ENGINES:
         options = {"piper": {"seed": seed}, "kokoro": {"seed": seed, "threads": 1}, "espeak": {}}
+        options["flite"] = {"seed": seed}
         _ENGINES[name] = load_engine(name, **options[name])
     return _ENGINES[name]
 
 
 def sentence_counts(args: argparse.Namespace) -> dict[str, int]:
-    return {"espeak": args.sentences, "piper": args.piper_sentences, "kokoro": args.kokoro_sentences}
+    return {
+        "espeak": args.sentences,
+        "piper": args.piper_sentences,
+        "kokoro": args.kokoro_sentences,
+        "flite": args.flite_sentences,
+    }
 
 
 def render_voice(speaker: str, sentences: list[str], count: int, args: argparse.Namespace) -> list[dict[str, object]]:
@@ -434,10 +442,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sentences", type=int, default=10, help="sentences per espeak voice (default 10)")
     parser.add_argument("--piper-sentences", type=int, default=24, help="sentences for the Piper voice (default 24)")
     parser.add_argument("--kokoro-sentences", type=int, default=8, help="sentences per Kokoro voice (default 8)")
+    parser.add_argument("--flite-sentences", type=int, default=24, help="sentences per flite voice (default 24)")
     parser.add_argument("--copies", type=int, default=2, help="copies per rendering: 1 clean + augmented (default 2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one voice each at a time (default 1)")
-    parser.add_argument("--engines", type=_names, default=["espeak", "piper", "kokoro"], help="comma-separated")
+    parser.add_argument("--engines", type=_names, default=list(ENGINES), help="comma-separated")
     parser.add_argument("--voices", type=_names, default=list(DEFAULT_VOICES), help="comma-separated engine:voice")
     parser.add_argument("--test-voices", type=_names, default=list(TEST_VOICES), help="held-out engine:voice list")
     parser.add_argument("--sentences-file", type=Path, default=SENTENCES_FILE)
@@ -464,7 +473,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--copies must be at least 1")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    unknown = [v for v in args.voices if ":" not in v or v.split(":")[0] not in ("espeak", "piper", "kokoro")]
+    unknown = [v for v in args.voices if ":" not in v or v.split(":")[0] not in ENGINES]
     if unknown:
         parser.error(f"--voices: not engine:voice with a known engine: {unknown}")
     return args

@@ -48,7 +48,12 @@ class TtsEngine(Protocol):
 
 
 # Engines are imported on first use so that choosing espeak never loads onnxruntime.
-ENGINES = {"piper": "piper:PiperEngine", "espeak": "espeak:EspeakEngine", "kokoro": "kokoro:KokoroEngine"}
+ENGINES = {
+    "piper": "piper:PiperEngine",
+    "espeak": "espeak:EspeakEngine",
+    "kokoro": "kokoro:KokoroEngine",
+    "flite": "flite:FliteEngine",
+}
 
 
 def engine_class(name: str) -> type:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..pitch import F0Edit, StreamingPitchShifter, estimate_f0
+from ..pitch import F0Edit, edit_blocks, estimate_f0
 from ..prosody import Prosody, prosody_for
 from ..vocoder import Vocoder, session, split_vits_isolated
 from . import AudioChunk, VoiceInfo, stream_phrases
@@ -200,18 +200,7 @@ class PiperEngine:
     def _render(self, voice: PiperVoice, phrase: str, prosody: Prosody) -> Iterator[np.ndarray]:
         blocks = voice.vocoder.stream(voice.latents(phrase, prosody), self.first_chunk_frames, self.chunk_frames)
         if prosody.changes_pitch:
-            blocks = self._pitch_edited(blocks, voice, prosody)
+            edit = F0Edit.for_prosody(voice.f0_center_hz, prosody)
+            blocks = edit_blocks(blocks, voice.info.sample_rate_hz, edit, seed=int(self._rng.integers(2**32)))
         for block in blocks:
             yield np.clip(block * prosody.volume_ratio, -1.0, 1.0)
-
-    def _pitch_edited(self, blocks: Iterator[np.ndarray], voice: PiperVoice, prosody: Prosody) -> Iterator[np.ndarray]:
-        edit = F0Edit(
-            center_hz=voice.f0_center_hz,
-            shift_semitones=prosody.pitch_shift_semitones,
-            range_ratio=prosody.pitch_range_ratio,
-            jitter_semitones=prosody.jitter_semitones,
-        )
-        shifter = StreamingPitchShifter(voice.info.sample_rate_hz, edit, seed=int(self._rng.integers(2**32)))
-        for block in blocks:
-            yield shifter.push(block)
-        yield shifter.flush()

@@ -1,6 +1,7 @@
 """TTS engines: phrase streaming, voices, pitch editing, resampling and audible emotions."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from emoloop.models.pitch import F0Edit, StreamingPitchShifter, estimate_f0, res
 from emoloop.models.prosody import EMOTIONS, prosody_for
 from emoloop.models.tts import AudioChunk, engine_class, load_engine
 from emoloop.models.tts.espeak import EspeakEngine
+from emoloop.models.tts.flite import FliteEngine
 from emoloop.models.tts.piper import PiperEngine, PiperVoice, default_voice_path
 from emoloop.models.tts.text import PhraseSegmenter, split_phrases
 
@@ -78,9 +80,10 @@ def test_punctuation_alone_is_not_a_phrase():
 # --- registry and voices -------------------------------------------------------------
 
 
-def test_registry_names_both_engines_and_refuses_others():
+def test_registry_names_every_engine_and_refuses_others():
     assert engine_class("piper") is PiperEngine
     assert engine_class("espeak") is EspeakEngine
+    assert engine_class("flite") is FliteEngine
     with pytest.raises(ValueError, match="festival"):
         load_engine("festival")
 
@@ -167,8 +170,8 @@ def _harmonic_tone(f0_hz: np.ndarray) -> np.ndarray:
     return (0.1 * sum(np.sin(k * phase) / k for k in range(1, 11))).astype(np.float32)
 
 
-def _voiced_semitones(audio: np.ndarray) -> np.ndarray:
-    f0 = estimate_f0(audio, RATE)
+def _voiced_semitones(audio: np.ndarray, rate: int = RATE) -> np.ndarray:
+    f0 = estimate_f0(audio, rate)
     return 12 * np.log2(f0[f0 > 0])
 
 
@@ -276,11 +279,13 @@ def test_streamed_resampling_equals_resampling_the_whole(to_hz):
 def _measure(engine, emotion: str) -> tuple[float, float, float, float]:
     """F0 level (median, semitones), F0 range (span, semitones), total duration (s) and
     RMS over SENTENCES."""
-    audio = [_audio(engine.synthesize(s, emotion)) for s in SENTENCES]
-    semitones = np.concatenate([_voiced_semitones(a) for a in audio])
+    chunks = [list(engine.synthesize(s, emotion)) for s in SENTENCES]
+    rate = chunks[0][0].sample_rate_hz
+    audio = [_audio(c) for c in chunks]
+    semitones = np.concatenate([_voiced_semitones(a, rate) for a in audio])
     joined = np.concatenate(audio)
     rms = float(np.sqrt(np.mean(joined**2)))
-    return float(np.median(semitones)), _span(semitones), joined.size / RATE, rms
+    return float(np.median(semitones)), _span(semitones), joined.size / rate, rms
 
 
 def _direction(value: float, neutral: float) -> int:
@@ -319,7 +324,14 @@ def espeak_engine():
     return EspeakEngine()
 
 
-@pytest.mark.parametrize("engine", ["steady_piper", "espeak_engine"])
+@pytest.fixture(scope="module")
+def flite_engine():
+    if shutil.which("flite") is None:  # .ci/audio-setup.sh installs it; macOS: brew install flite
+        pytest.skip("the flite program is not installed")
+    return FliteEngine(seed=0)
+
+
+@pytest.mark.parametrize("engine", ["steady_piper", "espeak_engine", "flite_engine"])
 @pytest.mark.parametrize("emotion", [e for e in EMOTIONS if e != "neutral"])
 def test_emotions_move_f0_range_duration_and_loudness_as_the_table_says(request, engine, emotion):
     speaker = request.getfixturevalue(engine)
@@ -341,3 +353,26 @@ def test_espeak_speaks_every_listed_voice_by_its_language_code_with_or_without_a
     assert voice.split("+")[0] in {v.name for v in engine.voices()}
     audio = np.concatenate([c.samples for c in engine.synthesize("Hello there, my friend.", "neutral", voice)])
     assert audio.size > engine.sample_rate_hz * 0.5 and np.abs(audio).max() > 0.05
+
+
+def test_flite_speaks_its_four_voices_with_their_licence_and_refuses_others(flite_engine):
+    infos = flite_engine.voices()
+    assert [v.name for v in infos] == ["kal16", "awb", "rms", "slt"]
+    assert {(v.engine, v.sample_rate_hz) for v in infos} == {("flite", 16000)}
+    assert all("CMU" in v.license for v in infos)
+    for info in infos:
+        (chunk,) = flite_engine.synthesize("Hello there.", "neutral", info.name)
+        assert chunk.sample_rate_hz == 16000 and chunk.duration_s > 0.3 and np.abs(chunk.samples).max() > 0.02
+    with pytest.raises(ValueError, match="kal"):
+        list(flite_engine.synthesize("Hello.", "neutral", "kal"))  # the 8 kHz copy of kal16 is not offered
+
+
+def test_flite_reads_text_that_looks_like_an_option_as_words(flite_engine):
+    audio = _audio(flite_engine.synthesize("-o /tmp/x --help", "neutral"))
+    assert audio.size > 16000 * 0.5
+
+
+def test_flite_without_its_program_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install flite"):
+        FliteEngine()
