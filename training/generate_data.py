@@ -277,8 +277,12 @@ _ENGINES: dict[str, TtsEngine] = {}
 def engine_for(name: str, seed: int) -> TtsEngine:
     """The engine in this (worker) process, loaded once: each worker renders whole voices."""
     if name not in _ENGINES:
-        options = {"piper": {"seed": seed}, "kokoro": {"seed": seed, "threads": 1}, "espeak": {}}
-        options["flite"] = {"seed": seed}
+        options = {
+            "piper": {"seed": seed},
+            "kokoro": {"seed": seed, "threads": 1},
+            "espeak": {},
+            "flite": {"seed": seed},
+        }
         _ENGINES[name] = load_engine(name, **options[name])
     return _ENGINES[name]
 
