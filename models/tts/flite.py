@@ -50,9 +50,7 @@ class FliteEngine:
         self._program = flite_program()
         listed = subprocess.run([self._program, "-lv"], capture_output=True, text=True, timeout=_TIMEOUT_S).stdout
         self._voices = [name for name in VOICES if name in listed.split()]
-        if default_voice not in self._voices:
-            raise ValueError(f"unknown flite voice {default_voice!r}; installed: {self._voices}")
-        self.default_voice = default_voice
+        self.default_voice = self._installed(default_voice)
         self._rng = np.random.default_rng(seed)
         self._centers: dict[str, float] = {}
 
@@ -66,11 +64,14 @@ class FliteEngine:
         voice: str | None = None,
         prosody: Prosody | None = None,
     ) -> Iterator[AudioChunk]:
-        name = voice or self.default_voice
-        if name not in self._voices:
-            raise ValueError(f"unknown flite voice {name!r}; installed: {self._voices}")
+        name = self._installed(voice or self.default_voice)
         prosody = prosody or prosody_for(emotion)
         return stream_phrases(text, lambda phrase: self._render(name, phrase, prosody), SAMPLE_RATE_HZ)
+
+    def _installed(self, name: str) -> str:
+        if name not in self._voices:
+            raise ValueError(f"unknown flite voice {name!r}; installed: {self._voices}")
+        return name
 
     def speak(self, voice: str, text: str, duration_stretch: float = 1.0) -> np.ndarray:
         """One flite run: `text` in `voice` as float32 samples at 16 kHz."""
