@@ -4,9 +4,9 @@
 
 No emotional-speech corpus and no SER weights can be downloaded here, so emoloop makes its own data: every
 voice it has (espeak-ng languages with voice variants, the Piper joe voice, a subset of Kokoro's English
-voices, flite's four 16 kHz voices) speaks neutral-content sentences (`sentences.txt`) in all six emotions
-through the engines' own `synthesize(text, emotion, voice, prosody=...)`. The words never carry the label:
-each chosen sentence is spoken in every emotion by the same voice.
+voices, flite's four 16 kHz voices, festival's three English voices) speaks neutral-content sentences
+(`sentences.txt`) in all six emotions through the engines' own `synthesize(text, emotion, voice, prosody=...)`.
+The words never carry the label: each chosen sentence is spoken in every emotion by the same voice.
 
 Acting varies, so every utterance gets its own prosody drawn around the table entry (`models/prosody.toml`):
 an *intensity* k ~ U(0.7, 1.3) scales the entry's distance from neutral (semitones for pitch, log-ratios for
@@ -85,11 +85,14 @@ KOKORO_VOICES = (
 PIPER_VOICE = "piper:en_US-joe-medium"
 # flite (a system program): a third family of synthesis for training, beside formants and the neural voices.
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
+# festival (a system program): LPC diphone voices and an HTS voice, two more families for training.
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 TEST_VOICES = ("espeak:en-gb-scotland+f4", "espeak:en-029+m6", "kokoro:af_heart", "kokoro:bm_lewis", PIPER_VOICE)
 DEFAULT_VOICES = (
     *(f"espeak:{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS),
     *(f"kokoro:{name}" for name in KOKORO_VOICES),
     *(f"flite:{name}" for name in FLITE_VOICES),
+    *(f"festival:{name}" for name in FESTIVAL_VOICES),
     *TEST_VOICES,
 )
 
@@ -282,6 +285,7 @@ def engine_for(name: str, seed: int) -> TtsEngine:
             "kokoro": {"seed": seed, "threads": 1},
             "espeak": {},
             "flite": {"seed": seed},
+            "festival": {"seed": seed},
         }
         _ENGINES[name] = load_engine(name, **options[name])
     return _ENGINES[name]
@@ -293,6 +297,7 @@ def sentence_counts(args: argparse.Namespace) -> dict[str, int]:
         "piper": args.piper_sentences,
         "kokoro": args.kokoro_sentences,
         "flite": args.flite_sentences,
+        "festival": args.festival_sentences,
     }
 
 
@@ -447,6 +452,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--piper-sentences", type=int, default=24, help="sentences for the Piper voice (default 24)")
     parser.add_argument("--kokoro-sentences", type=int, default=8, help="sentences per Kokoro voice (default 8)")
     parser.add_argument("--flite-sentences", type=int, default=24, help="sentences per flite voice (default 24)")
+    parser.add_argument("--festival-sentences", type=int, default=24, help="sentences per festival voice (default 24)")
     parser.add_argument("--copies", type=int, default=2, help="copies per rendering: 1 clean + augmented (default 2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one voice each at a time (default 1)")

@@ -53,6 +53,7 @@ ENGINES = {
     "espeak": "espeak:EspeakEngine",
     "kokoro": "kokoro:KokoroEngine",
     "flite": "flite:FliteEngine",
+    "festival": "festival:FestivalEngine",
 }
 
 

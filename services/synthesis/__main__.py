@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         "--engines",
         default=os.environ.get("EMOLOOP_SYNTHESIS_ENGINES", "piper,espeak"),
         help=f"comma-separated engines to load, from {', '.join(ENGINES)} (default piper,espeak; "
-        "env EMOLOOP_SYNTHESIS_ENGINES); kokoro needs `make kokoro` first, flite the flite program",
+        "env EMOLOOP_SYNTHESIS_ENGINES); kokoro needs `make kokoro` first, flite the flite"
+        " program, festival festival's text2wave",
     )
     parser.add_argument(
         "--default-engine",

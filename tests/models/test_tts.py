@@ -13,6 +13,7 @@ from emoloop.models.pitch import F0Edit, StreamingPitchShifter, estimate_f0, res
 from emoloop.models.prosody import EMOTIONS, prosody_for
 from emoloop.models.tts import AudioChunk, engine_class, load_engine
 from emoloop.models.tts.espeak import EspeakEngine
+from emoloop.models.tts.festival import FestivalEngine
 from emoloop.models.tts.flite import FliteEngine
 from emoloop.models.tts.piper import PiperEngine, PiperVoice, default_voice_path
 from emoloop.models.tts.text import PhraseSegmenter, split_phrases
@@ -84,8 +85,9 @@ def test_registry_names_every_engine_and_refuses_others():
     assert engine_class("piper") is PiperEngine
     assert engine_class("espeak") is EspeakEngine
     assert engine_class("flite") is FliteEngine
-    with pytest.raises(ValueError, match="festival"):
-        load_engine("festival")
+    assert engine_class("festival") is FestivalEngine
+    with pytest.raises(ValueError, match="sapi"):
+        load_engine("sapi")
 
 
 def test_joe_voice_info(piper):
@@ -331,7 +333,14 @@ def flite_engine():
     return FliteEngine(seed=0)
 
 
-@pytest.mark.parametrize("engine", ["steady_piper", "espeak_engine", "flite_engine"])
+@pytest.fixture(scope="module")
+def festival_engine():
+    if shutil.which("text2wave") is None:  # .ci/audio-setup.sh installs festival and its English voices
+        pytest.skip("festival is not installed")
+    return FestivalEngine(seed=0)
+
+
+@pytest.mark.parametrize("engine", ["steady_piper", "espeak_engine", "flite_engine", "festival_engine"])
 @pytest.mark.parametrize("emotion", [e for e in EMOTIONS if e != "neutral"])
 def test_emotions_move_f0_range_duration_and_loudness_as_the_table_says(request, engine, emotion):
     speaker = request.getfixturevalue(engine)
@@ -367,12 +376,38 @@ def test_flite_speaks_its_four_voices_with_their_licence_and_refuses_others(flit
         list(flite_engine.synthesize("Hello.", "neutral", "kal"))  # the 8 kHz copy of kal16 is not offered
 
 
-def test_flite_reads_text_that_looks_like_an_option_as_words(flite_engine):
-    audio = _audio(flite_engine.synthesize("-o /tmp/x --help", "neutral"))
+def test_festival_speaks_its_diphone_and_hts_voices_at_16_khz_with_their_licence(festival_engine):
+    infos = festival_engine.voices()
+    assert [v.name for v in infos] == ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+    assert {(v.engine, v.sample_rate_hz) for v in infos} == {("festival", 16000)}
+    assert all("Festival" in v.license for v in infos)
+    for info in infos:
+        (chunk,) = festival_engine.synthesize("Hello there.", "neutral", info.name)
+        assert chunk.sample_rate_hz == 16000 and chunk.duration_s > 0.3 and np.abs(chunk.samples).max() > 0.02
+    with pytest.raises(ValueError, match="unknown festival voice 'rab_diphone'"):
+        list(festival_engine.synthesize("Hello.", "neutral", "rab_diphone"))
+
+
+def test_the_hts_voice_speaks_slower_when_sad_and_faster_when_angry(festival_engine):
+    """HTS ignores festival's Duration_Stretch; its rate goes in as the HTS engine's speed."""
+
+    def seconds(emotion: str) -> float:
+        return _audio(festival_engine.synthesize(SENTENCES[1], emotion, "cmu_us_slt_arctic_hts")).size / 16000
+
+    assert seconds("sad") > 1.08 * seconds("neutral") > 1.08 * seconds("angry")
+
+
+@pytest.mark.parametrize("engine", ["flite_engine", "festival_engine"])
+def test_program_engines_read_text_that_looks_like_an_option_as_words(request, engine):
+    audio = _audio(request.getfixturevalue(engine).synthesize("-o /tmp/x --help", "neutral"))
     assert audio.size > 16000 * 0.5
 
 
-def test_flite_without_its_program_names_the_install_command(monkeypatch):
+@pytest.mark.parametrize(
+    ("engine", "command"),
+    [(FliteEngine, "apt-get install flite"), (FestivalEngine, "apt-get install festival festvox-kallpc16k")],
+)
+def test_program_engines_without_their_program_name_the_install_command(monkeypatch, engine, command):
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    with pytest.raises(RuntimeError, match="apt-get install flite"):
-        FliteEngine()
+    with pytest.raises(RuntimeError, match=command):
+        engine()
