@@ -10,6 +10,8 @@ set -euo pipefail
 have_all() {
     command -v jackd >/dev/null && command -v jack_connect >/dev/null && command -v jack_lsp >/dev/null \
         && command -v flite >/dev/null && command -v text2wave >/dev/null \
+        && [ -d /usr/share/festival/voices/english/kal_diphone ] \
+        && [ -d /usr/share/festival/voices/english/ked_diphone ] \
         && [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] \
         && ldconfig -p 2>/dev/null | grep -q 'libportaudio\.so\.2'
 }

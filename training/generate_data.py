@@ -65,7 +65,7 @@ from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.pitch import F0Edit, estimate_f0, resynthesize
 from emoloop.models.prosody import Prosody, prosody_for
-from emoloop.models.tts import ENGINES, TtsEngine, load_engine
+from emoloop.models.tts import ENGINES, TtsEngine, festival, flite, load_engine
 from emoloop.training import acting
 
 SAMPLE_RATE_HZ = 16000
@@ -83,16 +83,14 @@ KOKORO_VOICES = (
     *("am_santa", "bf_alice", "bf_emma", "bf_isabella", "bf_lily", "bm_daniel", "bm_fable", "bm_george"),
 )
 PIPER_VOICE = "piper:en_US-joe-medium"
-# flite (a system program): a third family of synthesis for training, beside formants and the neural voices.
-FLITE_VOICES = ("kal16", "awb", "rms", "slt")
-# festival (a system program): LPC diphone voices and an HTS voice, two more families for training.
-FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 TEST_VOICES = ("espeak:en-gb-scotland+f4", "espeak:en-029+m6", "kokoro:af_heart", "kokoro:bm_lewis", PIPER_VOICE)
 DEFAULT_VOICES = (
     *(f"espeak:{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS),
     *(f"kokoro:{name}" for name in KOKORO_VOICES),
-    *(f"flite:{name}" for name in FLITE_VOICES),
-    *(f"festival:{name}" for name in FESTIVAL_VOICES),
+    # The program engines (system programs) add families of synthesis beside formants and the neural voices:
+    # flite's diphone and clustergen voices, festival's LPC diphone and HTS voices; all they offer.
+    *(f"flite:{name}" for name in flite.VOICES),
+    *(f"festival:{name}" for name in festival.VOICES),
     *TEST_VOICES,
 )
 
