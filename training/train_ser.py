@@ -13,6 +13,11 @@ With --average-epochs K the model is instead the mean of the weights at the end 
 better to unseen domains, which the held-out voices are); the best single epoch is then also written, to
 --out/best-epoch/, with its own report, so the two can be compared.
 
+With --init CHECKPOINT training starts from that checkpoint instead of from random weights: its weights, and
+also its architecture, feature layout, normaliser and speaker reference, so that the inputs the model learnt
+on keep their meaning. This is how a model goes on learning from fresh data when the data it was trained on
+is gone (each run of the generator draws new takes), or is fine-tuned on a real corpus.
+
 The loss is class-balanced cross-entropy on the pooled utterance logits plus, weighted by
 --frame-loss-weight, on every valid frame's logits: the frame posteriors are what a stream shows
 between utterances and what the policy's statistics are made of, so they are trained to be right too.
@@ -41,8 +46,16 @@ from tqdm import tqdm
 
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.features import F0_COLUMN, F0_TRACKERS, FeatureConfig, FeatureNormalizer, voiced_frames
-from emoloop.models.ser import SerConfig
-from emoloop.models.ser_model import SerModel, count_parameters, frame_mask, pool, save_checkpoint, select_device
+from emoloop.models.ser import SerConfig, read_checkpoint
+from emoloop.models.ser_model import (
+    SerModel,
+    count_parameters,
+    frame_mask,
+    load_model,
+    pool,
+    save_checkpoint,
+    select_device,
+)
 from emoloop.models.speaker import SpeakerReference
 from emoloop.training.corpora import (
     ManifestRow,
@@ -338,6 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument(
+        "--init",
+        type=Path,
+        help="start from this checkpoint (.pt): its weights, architecture, features, normaliser and speaker "
+        "reference; the model and feature options below are then ignored",
+    )
+    parser.add_argument(
         "--test-speakers",
         type=lambda value: [s for s in value.split(",") if s],
         default=[],
@@ -378,19 +397,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = scan.rows
     speakers = [r.speaker for r in rows]
     split = split_speakers(speakers, config.seed, config.val_fraction, config.test_fraction, args.test_speakers)
-    feature_config = FeatureConfig(f0_tracker=args.f0_tracker)
+    start = read_checkpoint(args.init) if args.init else None
+    feature_config = start.feature_config if start else FeatureConfig(f0_tracker=args.f0_tracker)
     features = cached_features(rows, feature_config, args.cache)
     labels = np.array([EMOTIONS.index(r.emotion) for r in rows])
     parts = {}
     for name in SPLITS:
         index = [i for i, r in enumerate(rows) if split[r.speaker] == name]
         parts[name] = Part([features[i] for i in index], labels[index], [rows[i].speaker for i in index])
-    normalizer = FeatureNormalizer.fit(parts["train"].features)
-    reference = None
-    if config.speaker_prior_frames > 0:
-        reference = SpeakerReference.fit(parts["train"].features, config.speaker_prior_frames)
-
-    model = SerModel(model_config).to(device)
+    if start:
+        normalizer, reference = start.normalizer, start.speaker
+        model = load_model(start, str(device))
+        print(f"starting from {args.init}")
+    else:
+        normalizer = FeatureNormalizer.fit(parts["train"].features)
+        reference = None
+        if config.speaker_prior_frames > 0:
+            reference = SpeakerReference.fit(parts["train"].features, config.speaker_prior_frames)
+        model = SerModel(model_config).to(device)
     print(f"SerModel: {count_parameters(model):,} parameters on {device}")
     fitted = fit(model, normalizer, reference, parts["train"], parts["val"], config, device)
 
@@ -398,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     training = {
         **asdict(config),
         "test_speakers": args.test_speakers,
+        "init": None if start is None else {"path": str(args.init), "onnx_sha256": start.sidecar["onnx_sha256"]},
         "device": str(device),
         "threads": args.threads,
         "history": fitted.history,

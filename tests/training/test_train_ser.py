@@ -169,6 +169,26 @@ def test_averaging_the_last_epochs_keeps_their_mean_weights_and_writes_the_best_
     assert not torch.allclose(averaged["head.weight"], best["head.weight"])
 
 
+def test_training_from_a_checkpoint_starts_from_its_weights_normaliser_and_architecture(tmp_path: Path) -> None:
+    data = crema_like_corpus(tmp_path / "data", speakers=4, per_class=1)
+    common = ["--cache", str(tmp_path / "cache"), "--epochs", "1", "--threads", "1", "--device", "cpu"]
+    common += ["--test-speakers", "crema-d:1001"]
+    assert train_ser.main([*common, *TINY_MODEL, "--data", str(data), "--out", str(tmp_path / "first")]) == 0
+    more = crema_like_corpus(tmp_path / "more", speakers=4, per_class=2)  # fresh data, other statistics
+
+    # A zero learning rate leaves the starting point untouched, so what is written is what was loaded.
+    options = ["--init", str(tmp_path / "first" / "ser.pt"), "--lr", "0", "--data", str(more)]
+    assert train_ser.main([*common, *options, "--out", str(tmp_path / "again")]) == 0
+
+    first, again = read_checkpoint(tmp_path / "first" / "ser.pt"), read_checkpoint(tmp_path / "again" / "ser.pt")
+    assert again.config == first.config and again.config.lstm_hidden == 8  # no model flags given the second time
+    assert again.sidecar["normalizer"] == first.sidecar["normalizer"]
+    assert again.sidecar["speaker_adaptation"] == first.sidecar["speaker_adaptation"]
+    assert again.sidecar["training"]["init"]["onnx_sha256"] == first.sidecar["onnx_sha256"]
+    for name, weights in torch.load(first.path).items():
+        torch.testing.assert_close(torch.load(again.path)[name], weights)
+
+
 def test_averaged_states_are_the_element_wise_mean() -> None:
     states = [
         {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor(0.0)},
