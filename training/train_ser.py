@@ -391,13 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(config.seed)
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
+    start = read_checkpoint(args.init) if args.init else None  # before the corpus scan: a bad path fails at once
 
     scan = load_corpora(args.data, args.corpus)
     print(scan.summary())
     rows = scan.rows
     speakers = [r.speaker for r in rows]
     split = split_speakers(speakers, config.seed, config.val_fraction, config.test_fraction, args.test_speakers)
-    start = read_checkpoint(args.init) if args.init else None
     feature_config = start.feature_config if start else FeatureConfig(f0_tracker=args.f0_tracker)
     features = cached_features(rows, feature_config, args.cache)
     labels = np.array([EMOTIONS.index(r.emotion) for r in rows])
