@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import pickle
 import random
 import time
 from collections import Counter, deque
@@ -391,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(config.seed)
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
-    start = read_checkpoint(args.init) if args.init else None  # before the corpus scan: a bad path fails at once
+    try:  # before the corpus scan, so that a wrong checkpoint fails at once
+        start = read_checkpoint(args.init) if args.init else None
+        initial = load_model(start, str(device)) if start else None
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        parser.error(f"--init: {str(error).splitlines()[0]}")
 
     scan = load_corpora(args.data, args.corpus)
     print(scan.summary())
@@ -407,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         parts[name] = Part([features[i] for i in index], labels[index], [rows[i].speaker for i in index])
     if start:
         normalizer, reference = start.normalizer, start.speaker
-        model = load_model(start, str(device))
+        model = initial
         print(f"starting from {args.init}")
     else:
         normalizer = FeatureNormalizer.fit(parts["train"].features)

@@ -189,6 +189,20 @@ def test_training_from_a_checkpoint_starts_from_its_weights_normaliser_and_archi
         torch.testing.assert_close(torch.load(again.path)[name], weights)
 
 
+@pytest.mark.parametrize("name", ["missing.pt", "ser.onnx"])
+def test_a_wrong_starting_checkpoint_is_a_usage_error_naming_the_option(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = crema_like_corpus(tmp_path / "data", speakers=3, per_class=1)
+    args = ["--data", str(data), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "first"), "--epochs", "1"]
+    assert train_ser.main([*args, *TINY_MODEL, "--threads", "1", "--device", "cpu"]) == 0
+
+    with pytest.raises(SystemExit) as stopped:
+        train_ser.main([*args, "--init", str(tmp_path / "first" / name)])
+
+    assert stopped.value.code == 2 and "--init:" in capsys.readouterr().err
+
+
 def test_averaged_states_are_the_element_wise_mean() -> None:
     states = [
         {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor(0.0)},
