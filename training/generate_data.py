@@ -4,7 +4,7 @@
 
 No emotional-speech corpus and no SER weights can be downloaded here, so emoloop makes its own data: every
 voice it has (espeak-ng languages with voice variants, the Piper joe voice, a subset of Kokoro's English
-voices, flite's four 16 kHz voices, festival's three English voices) speaks neutral-content sentences
+voices, flite's four 16 kHz voices, festival's three English voices, SVOX Pico's two) speaks neutral-content sentences
 (`sentences.txt`) in all six emotions through the engines' own `synthesize(text, emotion, voice, prosody=...)`.
 The words never carry the label: each chosen sentence is spoken in every emotion by the same voice.
 
@@ -65,7 +65,7 @@ from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.pitch import F0Edit, estimate_f0, resynthesize
 from emoloop.models.prosody import Prosody, prosody_for
-from emoloop.models.tts import ENGINES, TtsEngine, festival, flite, load_engine
+from emoloop.models.tts import ENGINES, TtsEngine, festival, flite, load_engine, pico
 from emoloop.training import acting
 
 SAMPLE_RATE_HZ = 16000
@@ -88,9 +88,11 @@ DEFAULT_VOICES = (
     *(f"espeak:{accent}+{variant}" for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS),
     *(f"kokoro:{name}" for name in KOKORO_VOICES),
     # The program engines (system programs) add families of synthesis beside formants and the neural voices:
-    # flite's diphone and clustergen voices, festival's LPC diphone and HTS voices; all they offer.
+    # flite's diphone and clustergen voices, festival's LPC diphone and HTS voices; all they offer. And
+    # SVOX Pico's two English HMM voices, from a Python package.
     *(f"flite:{name}" for name in flite.VOICES),
     *(f"festival:{name}" for name in festival.VOICES),
+    *(f"pico:{name}" for name in pico.VOICES),
     *TEST_VOICES,
 )
 
@@ -284,6 +286,7 @@ def engine_for(name: str, seed: int) -> TtsEngine:
             "espeak": {},
             "flite": {"seed": seed},
             "festival": {"seed": seed},
+            "pico": {"seed": seed},
         }
         _ENGINES[name] = load_engine(name, **options[name])
     return _ENGINES[name]
@@ -296,6 +299,7 @@ def sentence_counts(args: argparse.Namespace) -> dict[str, int]:
         "kokoro": args.kokoro_sentences,
         "flite": args.flite_sentences,
         "festival": args.festival_sentences,
+        "pico": args.pico_sentences,
     }
 
 
@@ -451,6 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kokoro-sentences", type=int, default=8, help="sentences per Kokoro voice (default 8)")
     parser.add_argument("--flite-sentences", type=int, default=24, help="sentences per flite voice (default 24)")
     parser.add_argument("--festival-sentences", type=int, default=24, help="sentences per festival voice (default 24)")
+    parser.add_argument("--pico-sentences", type=int, default=40, help="sentences per Pico voice (default 40)")
     parser.add_argument("--copies", type=int, default=2, help="copies per rendering: 1 clean + augmented (default 2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one voice each at a time (default 1)")

@@ -106,23 +106,32 @@ def split_speakers(
     val_fraction: float,
     test_fraction: float,
     test_speakers: Sequence[str] = (),
+    val_speakers: Sequence[str] = (),
 ) -> dict[str, str]:
     """Speaker -> train/val/test, at least one speaker in each; the same seed gives the same split.
 
     `test_speakers`, when given, are the test set (chosen by whoever made the data, e.g. held-out voices);
-    validation speakers are then drawn from the others, `val_fraction` of all speakers.
+    validation speakers are then drawn from the others, `val_fraction` of all speakers. `val_speakers`, when
+    given, are the validation set instead of a draw: a model fine-tuned on data with new voices keeps the
+    validation voices it was never trained on, and trains on none of them.
     """
     unique = sorted(set(speakers))
     if len(unique) < 3:
         raise ValueError(f"need at least 3 speakers for train/val/test splits by speaker, found {len(unique)}")
-    unknown = sorted(set(test_speakers) - set(unique))
-    if unknown:
-        raise ValueError(f"test speaker(s) not in the data: {', '.join(unknown)}")
+    for kind, named in (("test", test_speakers), ("validation", val_speakers)):
+        unknown = sorted(set(named) - set(unique))
+        if unknown:
+            raise ValueError(f"{kind} speaker(s) not in the data: {', '.join(unknown)}")
+    both = sorted(set(test_speakers) & set(val_speakers))
+    if both:
+        raise ValueError(f"speaker(s) named for both test and validation: {', '.join(both)}")
     fixed = sorted(set(test_speakers))
     rest = [s for s in unique if s not in fixed]
     random.Random(seed).shuffle(rest)
     n_test = len(fixed) if fixed else max(1, round(test_fraction * len(unique)))
-    n_val = max(1, round(val_fraction * len(unique)))
+    if val_speakers:
+        rest = sorted(set(val_speakers)) + [s for s in rest if s not in set(val_speakers)]
+    n_val = len(set(val_speakers)) if val_speakers else max(1, round(val_fraction * len(unique)))
     if n_test + n_val >= len(unique):
         raise ValueError(f"{len(unique)} speakers leave none for training with these fractions")
     order = fixed + rest if fixed else rest
@@ -363,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="comma-separated speakers to hold out as the test set (default: drawn by --test-fraction)",
     )
+    parser.add_argument(
+        "--val-speakers",
+        type=lambda value: [s for s in value.split(",") if s],
+        default=[],
+        help="comma-separated validation speakers (default: drawn by --val-fraction); with --init, name the "
+        "checkpoint's own (its ser.json data.val.speakers) so that new voices in the data do not move them",
+    )
     for name, value in asdict(defaults).items():
         flag, help_text = f"--{name.replace('_', '-')}", f"default {value}"
         if isinstance(value, bool):
@@ -402,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     print(scan.summary())
     rows = scan.rows
     speakers = [r.speaker for r in rows]
-    split = split_speakers(speakers, config.seed, config.val_fraction, config.test_fraction, args.test_speakers)
+    split = split_speakers(
+        speakers, config.seed, config.val_fraction, config.test_fraction, args.test_speakers, args.val_speakers
+    )
     feature_config = start.feature_config if start else FeatureConfig(f0_tracker=args.f0_tracker)
     features = cached_features(rows, feature_config, args.cache)
     labels = np.array([EMOTIONS.index(r.emotion) for r in rows])
@@ -427,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     training = {
         **asdict(config),
         "test_speakers": args.test_speakers,
+        "val_speakers": args.val_speakers,
         "init": None if start is None else {"path": str(args.init), "onnx_sha256": start.sidecar["onnx_sha256"]},
         "device": str(device),
         "threads": args.threads,

@@ -54,6 +54,8 @@ ENGINES = {
     "kokoro": "kokoro:KokoroEngine",
     "flite": "flite:FliteEngine",
     "festival": "festival:FestivalEngine",
+    "pico": "pico:PicoEngine",
+    "gnuspeech": "gnuspeech:GnuspeechEngine",
 }
 
 

@@ -15,6 +15,8 @@ from emoloop.models.tts import AudioChunk, engine_class, load_engine
 from emoloop.models.tts.espeak import EspeakEngine
 from emoloop.models.tts.festival import FestivalEngine
 from emoloop.models.tts.flite import FliteEngine
+from emoloop.models.tts.gnuspeech import GnuspeechEngine, install_dir
+from emoloop.models.tts.pico import PicoEngine
 from emoloop.models.tts.piper import PiperEngine, PiperVoice, default_voice_path
 from emoloop.models.tts.text import PhraseSegmenter, split_phrases
 
@@ -86,6 +88,8 @@ def test_registry_names_every_engine_and_refuses_others():
     assert engine_class("espeak") is EspeakEngine
     assert engine_class("flite") is FliteEngine
     assert engine_class("festival") is FestivalEngine
+    assert engine_class("pico") is PicoEngine
+    assert engine_class("gnuspeech") is GnuspeechEngine
     with pytest.raises(ValueError, match="sapi"):
         load_engine("sapi")
 
@@ -210,6 +214,17 @@ def test_noise_and_silence_are_never_given_a_pitch():
     assert not estimate_f0(noise, RATE).any()
     assert not estimate_f0(noise * 1e-5, RATE).any()
     assert not estimate_f0(np.zeros(RATE), RATE).any()
+
+
+def test_digital_silence_around_speech_is_never_given_a_pitch(joe):
+    """Some engines pad their speech with exact zeros; the voicing low-pass leaves round-off there."""
+    speech = PiperEngine([dataclasses.replace(joe, noise_scale=0.0, noise_w=0.0)], seed=0)
+    audio = _audio(speech.synthesize(SENTENCES[0]))
+    padded = np.concatenate([np.zeros(RATE // 2), audio, np.zeros(RATE // 2)])
+    f0 = estimate_f0(padded, RATE)
+    edge = RATE // 2 // 128 - 4  # WORLD frames wholly inside the padding
+    assert not f0[:edge].any() and not f0[-edge:].any()
+    assert f0[edge:-edge].any()
 
 
 def test_unedited_resynthesis_keeps_the_voicing_the_emotion_recogniser_hears(joe):
@@ -340,7 +355,25 @@ def festival_engine():
     return FestivalEngine(seed=0)
 
 
-@pytest.mark.parametrize("engine", ["steady_piper", "espeak_engine", "flite_engine", "festival_engine"])
+@pytest.fixture(scope="module")
+def pico_engine():
+    pytest.importorskip("py_nanotts", reason="py-nanotts is installed with the dev extra on Linux x86-64 only")
+    return PicoEngine(seed=0)
+
+
+@pytest.fixture(scope="module")
+def gnuspeech_engine():
+    if shutil.which("node") is None or not (install_dir() / "node_modules").is_dir():
+        pytest.skip("Gnuspeech is not installed (make gnuspeech; needs node and npm)")
+    return GnuspeechEngine(seed=0)
+
+
+ENGINES_UNDER_TEST = [
+    *("steady_piper", "espeak_engine", "flite_engine", "festival_engine", "pico_engine", "gnuspeech_engine"),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES_UNDER_TEST)
 @pytest.mark.parametrize("emotion", [e for e in EMOTIONS if e != "neutral"])
 def test_emotions_move_f0_range_duration_and_loudness_as_the_table_says(request, engine, emotion):
     speaker = request.getfixturevalue(engine)
@@ -401,6 +434,59 @@ def test_the_hts_voice_speaks_slower_when_sad_and_faster_when_angry(festival_eng
 def test_program_engines_read_text_that_looks_like_an_option_as_words(request, engine):
     audio = _audio(request.getfixturevalue(engine).synthesize("-o /tmp/x --help", "neutral"))
     assert audio.size > 16000 * 0.5
+
+
+def test_pico_speaks_its_two_english_voices_at_16_khz_unclipped_with_their_licence(pico_engine):
+    infos = pico_engine.voices()
+    assert [(v.name, v.language) for v in infos] == [("en-US", "en-us"), ("en-GB", "en-gb")]
+    assert {(v.engine, v.sample_rate_hz) for v in infos} == {("pico", 16000)}
+    assert all("Apache-2.0" in v.license for v in infos)
+    for info in infos:
+        (chunk,) = pico_engine.synthesize(SENTENCES[0], "neutral", info.name)
+        assert chunk.sample_rate_hz == 16000 and chunk.duration_s > 1.0
+        assert 0.05 < np.abs(chunk.samples).max() < 0.99
+    with pytest.raises(ValueError, match="unknown pico voice 'de-DE'"):
+        list(pico_engine.synthesize("Hallo.", "neutral", "de-DE"))
+
+
+def test_pico_reads_its_markup_as_text_not_as_commands(pico_engine):
+    """A pitch tag in the text must not change the voice: it is spoken (or skipped) as plain text."""
+    plain = _audio(pico_engine.synthesize("Hello there, my friend.", "neutral"))
+    tagged = _audio(pico_engine.synthesize('<pitch level="200">Hello there, my friend.</pitch>', "neutral"))
+    f0_plain, f0_tagged = (np.median(f[f > 0]) for f in (estimate_f0(a, 16000) for a in (plain, tagged)))
+    assert f0_tagged == pytest.approx(f0_plain, rel=0.1)
+
+
+def test_gnuspeech_speaks_three_adult_voices_the_same_way_every_time_at_16_khz(gnuspeech_engine):
+    infos = gnuspeech_engine.voices()
+    assert [v.name for v in infos] == ["male", "female", "large_child"]
+    assert {(v.engine, v.sample_rate_hz) for v in infos} == {("gnuspeech", 16000)}
+    assert all("GPL-3.0" in v.license for v in infos)
+    medians = []
+    for info in infos:
+        (chunk,) = gnuspeech_engine.synthesize(SENTENCES[0], "neutral", info.name)
+        assert chunk.sample_rate_hz == 16000 and chunk.duration_s > 1.0
+        assert 0.05 < np.abs(chunk.samples).max() < 0.99
+        assert abs(chunk.samples.mean()) < 1e-3  # no DC offset
+        f0 = estimate_f0(chunk.samples, 16000)
+        medians.append(np.median(f0[f0 > 0]))
+    assert medians[0] < 0.7 * medians[1]  # a man's voice and a woman's, not one voice three times
+    first, again = (gnuspeech_engine.speak("female", SENTENCES[0]) for _ in range(2))
+    np.testing.assert_array_equal(first, again)  # its random intonation is off
+    with pytest.raises(ValueError, match="unknown gnuspeech voice 'baby'"):
+        list(gnuspeech_engine.synthesize("Hello.", "neutral", "baby"))
+
+
+def test_gnuspeech_without_its_package_names_the_make_target(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMOLOOP_GNUSPEECH_DIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match="make gnuspeech"):
+        GnuspeechEngine()
+
+
+def test_pico_without_its_package_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "py_nanotts", None)
+    with pytest.raises(RuntimeError, match="pip install py-nanotts"):
+        PicoEngine()
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,22 @@ def test_named_test_speakers_are_the_whole_test_set_and_never_trained_on() -> No
         split_speakers(speakers, seed=5, val_fraction=0.15, test_fraction=0.15, test_speakers=["nobody"])
 
 
+def test_named_validation_speakers_stay_validation_whatever_other_voices_join_the_data() -> None:
+    speakers = [f"s{i}" for i in range(20)]
+
+    split = split_speakers(speakers, 5, 0.15, 0.15, test_speakers=["s3"], val_speakers=["s7", "s11"])
+    grown = split_speakers([*speakers, "new1", "new2"], 5, 0.15, 0.15, test_speakers=["s3"], val_speakers=["s7", "s11"])
+
+    for parts in (split, grown):
+        assert {s for s, part in parts.items() if part == "val"} == {"s7", "s11"}
+        assert {s for s, part in parts.items() if part == "test"} == {"s3"}
+    assert grown["new1"] == grown["new2"] == "train"
+    with pytest.raises(ValueError, match="validation speaker"):
+        split_speakers(speakers, 5, 0.15, 0.15, val_speakers=["nobody"])
+    with pytest.raises(ValueError, match="both test and validation: s3"):
+        split_speakers(speakers, 5, 0.15, 0.15, test_speakers=["s3"], val_speakers=["s3"])
+
+
 def test_length_batches_cover_every_clip_once_in_batches_of_similar_length() -> None:
     lengths = list(np.random.default_rng(0).integers(80, 400, size=1000))
 
