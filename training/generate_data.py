@@ -4,8 +4,9 @@
 
 No emotional-speech corpus and no SER weights can be downloaded here, so emoloop makes its own data: every
 voice it has (espeak-ng languages with voice variants, the Piper joe voice, a subset of Kokoro's English
-voices, flite's four 16 kHz voices, festival's three English voices, SVOX Pico's two) speaks neutral-content sentences
-(`sentences.txt`) in all six emotions through the engines' own `synthesize(text, emotion, voice, prosody=...)`.
+voices, flite's four 16 kHz voices, festival's three English voices, SVOX Pico's two, Gnuspeech's three)
+speaks neutral-content sentences (`sentences.txt`) in all six emotions through the engines' own
+`synthesize(text, emotion, voice, prosody=...)`.
 The words never carry the label: each chosen sentence is spoken in every emotion by the same voice.
 
 Acting varies, so every utterance gets its own prosody drawn around the table entry (`models/prosody.toml`):
@@ -65,7 +66,7 @@ from emoloop.models.audio import resample
 from emoloop.models.emotions import EMOTIONS
 from emoloop.models.pitch import F0Edit, estimate_f0, resynthesize
 from emoloop.models.prosody import Prosody, prosody_for
-from emoloop.models.tts import ENGINES, TtsEngine, festival, flite, load_engine, pico
+from emoloop.models.tts import ENGINES, TtsEngine, festival, flite, gnuspeech, load_engine, pico
 from emoloop.training import acting
 
 SAMPLE_RATE_HZ = 16000
@@ -89,10 +90,11 @@ DEFAULT_VOICES = (
     *(f"kokoro:{name}" for name in KOKORO_VOICES),
     # The program engines (system programs) add families of synthesis beside formants and the neural voices:
     # flite's diphone and clustergen voices, festival's LPC diphone and HTS voices; all they offer. And
-    # SVOX Pico's two English HMM voices, from a Python package.
+    # SVOX Pico's two English HMM voices (a Python package) and Gnuspeech's three adult articulatory voices.
     *(f"flite:{name}" for name in flite.VOICES),
     *(f"festival:{name}" for name in festival.VOICES),
     *(f"pico:{name}" for name in pico.VOICES),
+    *(f"gnuspeech:{name}" for name in gnuspeech.VOICES),
     *TEST_VOICES,
 )
 
@@ -287,6 +289,7 @@ def engine_for(name: str, seed: int) -> TtsEngine:
             "flite": {"seed": seed},
             "festival": {"seed": seed},
             "pico": {"seed": seed},
+            "gnuspeech": {"seed": seed},
         }
         _ENGINES[name] = load_engine(name, **options[name])
     return _ENGINES[name]
@@ -300,6 +303,7 @@ def sentence_counts(args: argparse.Namespace) -> dict[str, int]:
         "flite": args.flite_sentences,
         "festival": args.festival_sentences,
         "pico": args.pico_sentences,
+        "gnuspeech": args.gnuspeech_sentences,
     }
 
 
@@ -456,6 +460,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flite-sentences", type=int, default=24, help="sentences per flite voice (default 24)")
     parser.add_argument("--festival-sentences", type=int, default=24, help="sentences per festival voice (default 24)")
     parser.add_argument("--pico-sentences", type=int, default=40, help="sentences per Pico voice (default 40)")
+    parser.add_argument(
+        "--gnuspeech-sentences", type=int, default=40, help="sentences per Gnuspeech voice (default 40)"
+    )
     parser.add_argument("--copies", type=int, default=2, help="copies per rendering: 1 clean + augmented (default 2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--jobs", type=int, default=1, help="worker processes, one voice each at a time (default 1)")
