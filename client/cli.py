@@ -117,11 +117,11 @@ def voices(args: argparse.Namespace) -> int:
     """List the installed voices, their engines, rates and licences."""
     with channel_to("synthesis", args.local) as channel:
         reply = list_voices(channel)
-    print(f"{'engine':<8} {'voice':<24} {'language':<10} {'rate':>6}  licence")
+    print(f"{'engine':<10} {'voice':<24} {'language':<10} {'rate':>6}  licence")
     for voice in sorted(reply.voices, key=lambda v: (v.engine != reply.default_engine, v.engine, v.name)):
         default = " (default engine)" if voice.engine == reply.default_engine else ""
         print(
-            f"{voice.engine:<8} {voice.name:<24} {voice.language:<10} {voice.native_sample_rate_hz:>6}  "
+            f"{voice.engine:<10} {voice.name:<24} {voice.language:<10} {voice.native_sample_rate_hz:>6}  "
             f"{voice.license}{default}"
         )
     return 0
