@@ -129,13 +129,19 @@ def split_speakers(
     rest = [s for s in unique if s not in fixed]
     random.Random(seed).shuffle(rest)
     n_test = len(fixed) if fixed else max(1, round(test_fraction * len(unique)))
-    if val_speakers:
-        rest = sorted(set(val_speakers)) + [s for s in rest if s not in set(val_speakers)]
-    n_val = len(set(val_speakers)) if val_speakers else max(1, round(val_fraction * len(unique)))
+    named_val = sorted(set(val_speakers))
+    if named_val:
+        rest = named_val + [s for s in rest if s not in named_val]
+    n_val = len(named_val) if named_val else max(1, round(val_fraction * len(unique)))
     if n_test + n_val >= len(unique):
         raise ValueError(f"{len(unique)} speakers leave none for training with these fractions")
     order = fixed + rest if fixed else rest
     return {s: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, s in enumerate(order)}
+
+
+def speaker_list(value: str) -> list[str]:
+    """A comma-separated list of speakers, as --test-speakers and --val-speakers take it."""
+    return [s for s in value.split(",") if s]
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -368,13 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--test-speakers",
-        type=lambda value: [s for s in value.split(",") if s],
+        type=speaker_list,
         default=[],
         help="comma-separated speakers to hold out as the test set (default: drawn by --test-fraction)",
     )
     parser.add_argument(
         "--val-speakers",
-        type=lambda value: [s for s in value.split(",") if s],
+        type=speaker_list,
         default=[],
         help="comma-separated validation speakers (default: drawn by --val-fraction); with --init, name the "
         "checkpoint's own (its ser.json data.val.speakers) so that new voices in the data do not move them",

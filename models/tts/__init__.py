@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +59,13 @@ ENGINES = {
     "pico": "pico:PicoEngine",
     "gnuspeech": "gnuspeech:GnuspeechEngine",
 }
+
+
+def install_dir_for(name: str, env_var: str) -> Path:
+    """Where an installer step (`make kokoro`, `make gnuspeech`) puts an engine's files and the engine looks for
+    them: $`env_var` if set, else ~/.local/share/emoloop/`name`."""
+    configured = os.environ.get(env_var)
+    return Path(configured) if configured else Path.home() / ".local" / "share" / "emoloop" / name
 
 
 def engine_class(name: str) -> type:

@@ -16,12 +16,12 @@ this file; without them the engine refuses to start and says what to run.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, sosfilt
 
+from . import install_dir_for
 from .program import SAMPLE_RATE_HZ, ProgramEngine, find_program
 
 VOICES = ("male", "female", "large_child")
@@ -37,8 +37,7 @@ _DC_BLOCK = butter(2, 50.0, "highpass", fs=SAMPLE_RATE_HZ, output="sos")
 
 def install_dir() -> Path:
     """Where `make gnuspeech` puts the npm package and the engine looks for it."""
-    configured = os.environ.get(ENV_DIR)
-    return Path(configured) if configured else Path.home() / ".local" / "share" / "emoloop" / "gnuspeech"
+    return install_dir_for("gnuspeech", ENV_DIR)
 
 
 class GnuspeechEngine(ProgramEngine):

@@ -17,7 +17,6 @@ in `install_dir()`.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from onnx.utils import Extractor
 
 from ..prosody import Prosody, prosody_for
 from ..vocoder import session
-from . import AudioChunk, VoiceInfo, stream_phrases
+from . import AudioChunk, VoiceInfo, install_dir_for, stream_phrases
 from .espeak_lib import espeak
 
 SAMPLE_RATE_HZ = 24000
@@ -98,8 +97,7 @@ _LANGUAGE_SWITCH = re.compile(r"\([^)]+\)")  # espeak marks foreign words as "(f
 
 def install_dir() -> Path:
     """Where the installer puts the model and the engine looks for it."""
-    configured = os.environ.get(ENV_DIR)
-    return Path(configured) if configured else Path.home() / ".local" / "share" / "emoloop" / "kokoro"
+    return install_dir_for("kokoro", ENV_DIR)
 
 
 @dataclass(frozen=True)
